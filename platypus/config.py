@@ -1,0 +1,238 @@
+"""Typed schema of every config group.
+
+Registered with Hydra's ConfigStore as the primary config's schema (``conf/config.yaml`` lists
+``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in
+``conf/`` or on the command line fails at composition, before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+STAGES = ("curate", "train", "merge", "evaluate")
+
+
+# --------------------------------------------------------------------------- data / curate
+@dataclass
+class SourceConfig:
+    """One instruction set, mapped onto ``{instruction, input, output, data_source}``."""
+
+    # Hub dataset id, local file (.json/.jsonl/.parquet/.csv, optionally .gz) or
+    # ``bundled:<file>`` for a file shipped in ``platypus/resources/datasets``.
+    path: str = MISSING
+    split: str = "train"
+    # Target field -> column in the source. ``data_source`` may be mapped to a column too.
+    fields: Dict[str, str] = field(
+        default_factory=lambda: {"instruction": "instruction", "input": "input", "output": "output"}
+    )
+    # Constant ``data_source`` label; when null the mapped ``data_source`` column is used.
+    data_source: Optional[str] = None
+    # Keep only rows whose instruction/input mention one of these words (case-insensitive).
+    keywords: List[str] = field(default_factory=list)
+    max_rows: Optional[int] = None
+    fraction: Optional[float] = None
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    sources: Dict[str, SourceConfig] = field(default_factory=dict)
+    # Seeded random sample of the mixture (after loading all sources), e.g. for CPU runs.
+    sample: Optional[int] = None
+    license_note: Optional[str] = None
+
+
+@dataclass
+class EmbeddingConfig:
+    # A SentenceTransformers id; ids of models shipped in installed packages resolve offline.
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    batch_size: int = 64
+    device: str = "cpu"
+
+
+@dataclass
+class ExactDedupConfig:
+    enabled: bool = True
+
+
+@dataclass
+class SemanticDedupConfig:
+    enabled: bool = True
+    threshold: float = 0.8
+    keep: str = "first"  # first (the paper) | longest (longest output wins)
+    block_size: int = 2048
+
+
+@dataclass
+class DecontaminateConfig:
+    enabled: bool = True
+    threshold: float = 0.8
+    policy: str = "all"  # all | nearest_only (the paper's notebook)
+    benchmarks: List[str] = field(
+        default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
+    )
+    ngram: Optional[int] = None  # e.g. 13: independent n-gram overlap detector
+
+
+@dataclass
+class CurateConfig:
+    name: str = MISSING
+    on_bad_row: str = "error"  # error | skip
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+
+
+# --------------------------------------------------------------------------- benchmarks
+@dataclass
+class BenchmarkConfig:
+    """One benchmark: where its data is and how lm-eval defines its task(s)."""
+
+    # lm-eval task name; for MMLU the prefix of the 57 per-subject tasks.
+    task: str = MISSING
+    # YAML under lm-eval's ``tasks/`` folder that defines the task (per subject: ``{subject}``).
+    lm_eval_yaml: str = MISSING
+    # Split evaluated, and checked by the contamination filter.
+    test_split: str = MISSING
+    # Field holding the question text compared by the contamination filter.
+    question_field: str = MISSING
+    hub_path: str = MISSING
+    hub_name: Optional[str] = None
+    # split -> bundled file under ``platypus/resources/benchmarks``; empty for hub data.
+    files: Dict[str, str] = field(default_factory=dict)
+    # Overrides of the lm-eval task keys (only what the data location forces).
+    overrides: Dict[str, Optional[str]] = field(default_factory=dict)
+    note: Optional[str] = None
+
+
+@dataclass
+class BenchmarksConfig:
+    source: str = "bundled"  # bundled | hub
+    sets: Dict[str, BenchmarkConfig] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- model / lora / train
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # Hub id, local folder, or ``package:<python package>`` (a folder shipped in a wheel).
+    path: str = MISSING
+    gguf_file: Optional[str] = None
+    revision: Optional[str] = None
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    quantization: str = "none"  # none | 4bit | 8bit
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoraConfig:
+    name: str = MISSING
+    target_modules: List[str] = MISSING
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    bias: str = "none"
+
+
+@dataclass
+class TrainConfig:
+    name: str = MISSING
+    # Explicit input: a curated JSONL; default is this run's curate output.
+    dataset: Optional[str] = None
+    template: str = "alpaca"  # alpaca | chat (the tokenizer's chat template)
+    train_on_inputs: bool = False
+    learning_rate: float = 4e-4
+    global_batch_size: int = 16
+    micro_batch_size: int = 1
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    cutoff_len: int = 4096
+    packing: bool = False  # pack rows into cutoff_len blocks (changes rows per step)
+    padding_free: bool = False  # flatten each micro-batch, no pad tokens (same rows per step)
+    gradient_checkpointing: bool = False
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    logging_steps: int = 1
+    save_steps: int = 50
+    resume: str = "auto"  # auto | never
+    threads: Optional[int] = None
+
+
+@dataclass
+class MergeConfig:
+    name: str = MISSING
+    recipe: str = "into_base"  # none | into_base | into_model
+    # Explicit input adapters; default is this run's train output.
+    adapters: List[str] = field(default_factory=list)
+    # into_model: hub id or local folder of the model to fold the adapter into.
+    target: Optional[str] = None
+    dtype: str = "float32"
+
+
+# --------------------------------------------------------------------------- evaluate
+@dataclass
+class EvalTaskConfig:
+    benchmark: str = MISSING  # key into benchmarks.sets
+    num_fewshot: int = 0
+    metric: str = MISSING  # metric reported (acc_norm, acc, mc2)
+    lm_eval_metric: str = MISSING  # the key lm-eval reports it under ("acc,none")
+    limit: Optional[float] = None  # overrides eval.limit; per subject for MMLU
+
+
+@dataclass
+class EvalConfig:
+    name: str = MISSING
+    tasks: Dict[str, EvalTaskConfig] = field(default_factory=dict)
+    limit: Optional[float] = None
+    batch_size: str = "8"  # an int, or "auto" (slow on CPU)
+    dtype: str = "bfloat16"
+    device: str = "cpu"
+
+
+@dataclass
+class EvaluateConfig:
+    # Explicit input: model folders / hub ids; default is this run's base (+ merged) models.
+    models: List[str] = field(default_factory=list)
+    # Which of this run's models to evaluate.
+    include: List[str] = field(default_factory=lambda: ["base", "merged"])
+
+
+# --------------------------------------------------------------------------- logging / root
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "platypus"
+    entity: Optional[str] = None
+    mode: str = "offline"
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class RootConfig:
+    stages: List[str] = field(default_factory=lambda: list(STAGES))
+    seed: int = 42
+    cache_dir: str = MISSING
+    debug: bool = False
+    overwrite: bool = False  # move a finished stage computed from another config aside (never deleted)
+    data: DataConfig = field(default_factory=DataConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="platypus_schema", node=RootConfig)
