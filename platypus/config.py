@@ -155,8 +155,9 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     cutoff_len: int = 4096
-    packing: bool = False  # pack rows into cutoff_len blocks (changes rows per step)
-    padding_free: bool = False  # flatten each micro-batch, no pad tokens (same rows per step)
+    # Pack rows into cutoff_len blocks (TRL best-fit decreasing; padding-free, documents kept
+    # apart by position_ids). A step then holds blocks, not rows.
+    packing: bool = False
     gradient_checkpointing: bool = False
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     logging_steps: int = 1

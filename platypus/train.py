@@ -1,0 +1,256 @@
+"""Train stage: LoRA supervised fine-tuning with TRL's SFTTrainer on the curated set.
+
+The paper's recipe: Alpaca prompt, loss on the response only, LoRA on the MLP projections,
+global batch kept whatever the number of processes (gradient accumulation is derived).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from platypus import models
+from platypus.errors import PlatypusError
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+# --------------------------------------------------------------------------- prompts
+def load_template(name: str) -> dict[str, str]:
+    path = TEMPLATES / f"{name}.json"
+    if not path.is_file():
+        names = sorted(p.stem for p in TEMPLATES.glob("*.json")) + ["chat"]
+        raise PlatypusError(f"train.template={name!r} is not a known template; use one of {names}.")
+    return json.loads(path.read_text())
+
+
+def to_prompt_completion(rows: list[dict], template: str) -> list[dict]:
+    """Rows -> TRL's prompt/completion format (TRL masks the prompt from the loss)."""
+    if template == "chat":
+        return [
+            {
+                "prompt": [{"role": "user", "content": "\n\n".join(x for x in (r["instruction"], r["input"]) if x)}],
+                "completion": [{"role": "assistant", "content": r["output"]}],
+            }
+            for r in rows
+        ]
+    spec = load_template(template)
+    out = []
+    for r in rows:
+        prompt = spec["prompt_input" if r["input"] else "prompt_no_input"].format(**r)
+        out.append({"prompt": prompt, "completion": r["output"]})
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PlatypusError(f"{path}:{number}: not valid JSON ({error.msg}).") from error
+            missing = [k for k in ("instruction", "output") if not isinstance(row.get(k), str)]
+            if missing:
+                raise PlatypusError(f"{path}:{number}: row lacks string field(s) {missing}.")
+            row.setdefault("input", "")
+            rows.append(row)
+    if not rows:
+        raise PlatypusError(f"{path} holds no training rows.")
+    return rows
+
+
+# --------------------------------------------------------------------------- checks
+def linear_module_names(model: torch.nn.Module) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+
+
+def check_target_modules(model: torch.nn.Module, targets: list[str], key: str = "lora.target_modules") -> None:
+    available = linear_module_names(model)
+    missing = [t for t in targets if t not in available]
+    if missing:
+        raise PlatypusError(
+            f"{key}: {missing} not found in {type(model).__name__}. Present: {sorted(set(targets) - set(missing))}; "
+            f"the model's linear modules are {sorted(available)}. Choose another lora preset "
+            f"(lora=platypus|attention|all_linear) or set {key}=[...] from that list."
+        )
+
+
+def gradient_accumulation(global_batch: int, micro_batch: int, world_size: int) -> int:
+    per_step = micro_batch * world_size
+    if global_batch % per_step:
+        raise PlatypusError(
+            f"train.global_batch_size={global_batch} is not a multiple of train.micro_batch_size={micro_batch} "
+            f"x {world_size} process(es); pick sizes that divide."
+        )
+    return global_batch // per_step
+
+
+def count_trainable(model: torch.nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (its trainer_state.json is written last)."""
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+# --------------------------------------------------------------------------- stage
+def build_trainer(
+    cfg: DictConfig,
+    lora: DictConfig,
+    model_cfg: DictConfig,
+    base_path: str,
+    rows: list[dict],
+    out_dir: Path,
+    seed: int,
+    report_to: list[str],
+    callbacks: list | None = None,
+):
+    """An SFTTrainer for LoRA on ``rows``, with every check done before any training."""
+    from datasets import Dataset
+    from peft import LoraConfig as PeftLoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.resume not in ("auto", "never"):
+        raise PlatypusError(f"train.resume={cfg.resume!r}: use auto or never.")
+    cuda = torch.cuda.is_available()
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if cuda else "fp32")
+    if precision not in ("fp32", "bf16"):
+        raise PlatypusError(f"train.precision={cfg.precision!r}: use auto, fp32 or bf16.")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    accumulation = gradient_accumulation(cfg.global_batch_size, cfg.micro_batch_size, world_size)
+    dataset = Dataset.from_list(to_prompt_completion(rows, cfg.template))
+
+    tokenizer = models.load_tokenizer(base_path, model_cfg.trust_remote_code)
+    model = models.load_model(base_path, model_cfg.dtype, model_cfg.quantization, model_cfg.trust_remote_code)
+    check_target_modules(model, list(lora.target_modules))
+
+    args = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.cutoff_len,
+        packing=cfg.packing,
+        completion_only_loss=not cfg.train_on_inputs,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing=False,  # deprecated name (TRL defaults it to True); set through the new one
+        bf16=precision == "bf16",
+        use_cpu=not cuda,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        seed=seed,
+        data_seed=seed,
+        report_to=report_to,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=PeftLoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            bias=lora.bias,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+        callbacks=callbacks,
+    )
+
+
+def train(
+    cfg: DictConfig,
+    lora: DictConfig,
+    model_cfg: DictConfig,
+    base_path: str,
+    dataset_path: Path,
+    out_dir: Path,
+    seed: int,
+    report_to: list[str],
+    callbacks: list | None = None,
+) -> dict:
+    """Fine-tune a LoRA adapter; writes ``adapter/``, ``log_history.json``, ``loss.png`` into out_dir.
+
+    Checkpoints go to ``out_dir/checkpoints`` (kept across a crash: ``train.resume=auto`` continues
+    from the newest complete one) and are removed once the adapter is saved.
+    """
+    rows = read_jsonl(dataset_path)
+    trainer = build_trainer(cfg, lora, model_cfg, base_path, rows, out_dir, seed, report_to, callbacks)
+    trainable, total = count_trainable(trainer.model)
+    print(f"[platypus] trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)", flush=True)
+
+    checkpoints = Path(trainer.args.output_dir)
+    resume = last_checkpoint(checkpoints) if cfg.resume == "auto" else None
+    if resume:
+        print(f"[platypus] resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    adapter = out_dir / "adapter"
+    trainer.model.save_pretrained(adapter)
+    trainer.processing_class.save_pretrained(adapter)
+    history = trainer.state.log_history
+    (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    plot_loss(history, out_dir / "loss.png")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    losses = [h["loss"] for h in history if "loss" in h]
+    runtime = result.metrics.get("train_runtime") or float("nan")
+    return {
+        "rows": len(rows),
+        "steps": trainer.state.global_step,
+        "gradient_accumulation": trainer.args.gradient_accumulation_steps,
+        "world_size": trainer.args.world_size,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": 100 * trainable / total,
+        "first_loss": losses[0] if losses else None,
+        "loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss,
+        "tokens_seen": int(trainer.state.num_input_tokens_seen),
+        "train_runtime_s": runtime,
+        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime,
+        "resumed_from": Path(resume).name if resume else None,
+    }
+
+
+def plot_loss(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if points:
+        ax.plot(*zip(*points), marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("LoRA training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,108 @@
+"""Merge stage on tiny random Llamas: exact folding, and refusal of incompatible pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from platypus.config import MergeConfig, ModelConfig
+from platypus.errors import PlatypusError
+from platypus.merge import PROBE_PROMPTS, merge
+
+
+def tiny_llama(folder: Path, tokenizer, seed: int, hidden: int = 32) -> Path:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def random_adapter(base: Path, folder: Path) -> Path:
+    """A LoRA whose B factors are random (not zero), so folding it changes the model."""
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["gate_proj", "up_proj", "down_proj"],
+                                      init_lora_weights=False))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+def merge_cfg(**values):
+    return OmegaConf.merge(OmegaConf.structured(MergeConfig), {"name": "test", **values})
+
+
+MODEL = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "path": "unused"})
+
+
+@torch.no_grad()
+def logits(model, tokenizer):
+    batch = tokenizer(PROBE_PROMPTS, return_tensors="pt", padding=True)
+    return model(**batch).logits[batch["attention_mask"].bool()]
+
+
+@pytest.fixture()
+def pair(tiny_model_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return tokenizer, random_adapter(tiny_model_dir, tmp_path / "adapter")
+
+
+@pytest.mark.parametrize("recipe", ["into_base", "into_model"])
+def test_folded_model_equals_the_unfolded_one(tiny_model_dir, tmp_path, pair, recipe):
+    tokenizer, adapter = pair
+    target = tiny_model_dir if recipe == "into_base" else tiny_llama(tmp_path / "other", tokenizer, seed=7)
+    card = merge(merge_cfg(recipe=recipe, target=str(target)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
+
+    folded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    unfolded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(target), adapter)
+    gap = (logits(folded, tokenizer) - logits(unfolded, tokenizer)).abs().max().item()
+    assert gap <= 1e-4 and card["max_abs_logit_diff_fp32"] <= 1e-4
+    base_gap = (logits(folded, tokenizer) - logits(AutoModelForCausalLM.from_pretrained(target), tokenizer)).abs().max()
+    assert base_gap > 1e-3, "the adapter must actually change the model"
+    assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "tokenizer.json").is_file()
+    text = (tmp_path / "merge_card.md").read_text()
+    assert recipe in text
+    assert ("a different model" in text) == (recipe == "into_model")
+
+
+def test_size_mismatch_is_refused(tiny_model_dir, tmp_path, pair):
+    tokenizer, adapter = pair
+    wide = tiny_llama(tmp_path / "wide", tokenizer, seed=3, hidden=64)
+    with pytest.raises(PlatypusError, match="hidden_size: adapter base 32 vs target 64"):
+        merge(merge_cfg(recipe="into_model", target=str(wide)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
+    assert not (tmp_path / "model").exists()
+
+
+def test_tokenizer_mismatch_is_refused(tiny_model_dir, tmp_path, pair):
+    tokenizer, adapter = pair
+    other = tiny_llama(tmp_path / "other", tokenizer, seed=3)
+    changed = AutoTokenizer.from_pretrained(other)
+    changed.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
+    changed.save_pretrained(other)
+    with pytest.raises(PlatypusError, match="tokenizer of .* differs"):
+        merge(merge_cfg(recipe="into_model", target=str(other)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
+
+
+def test_quantized_target_is_refused(tiny_model_dir, tmp_path, pair):
+    tokenizer, adapter = pair
+    quantized = tiny_llama(tmp_path / "q", tokenizer, seed=3)
+    config = json.loads((quantized / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (quantized / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PlatypusError, match="is quantized"):
+        merge(merge_cfg(recipe="into_model", target=str(quantized)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
+
+
+def test_into_model_needs_a_target(tiny_model_dir, tmp_path, pair):
+    _, adapter = pair
+    with pytest.raises(PlatypusError, match="needs merge.target"):
+        merge(merge_cfg(recipe="into_model"), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
