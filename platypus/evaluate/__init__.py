@@ -1,0 +1,17 @@
+"""Evaluate stage: lm-eval on the Open LLM Leaderboard v1 suite, bundled or hub benchmarks."""
+
+from platypus.evaluate.aggregate import leaderboard_v1, subject_breakdown
+from platypus.evaluate.plan import plan
+from platypus.evaluate.runner import EvalModel, evaluate_models
+from platypus.evaluate.tasks import Suite, build_suite, subject_categories
+
+__all__ = [
+    "EvalModel",
+    "Suite",
+    "build_suite",
+    "evaluate_models",
+    "leaderboard_v1",
+    "plan",
+    "subject_breakdown",
+    "subject_categories",
+]

@@ -1,0 +1,309 @@
+"""Evaluate models on a suite with lm-eval's Python API and write results, summary, table, chart.
+
+Each model is loaded once (``HFLM``) and each suite task is one ``simple_evaluate`` call, because
+few-shot counts and limits differ per task. A task's result file carries a settings key (model
+identity, task, few-shot, limit, batch size, dtype, lm-eval version, benchmark definition), so a
+rerun skips tasks already done with the same settings and a model whose tasks are all done is
+never loaded. Seeds are lm-eval's CLI defaults, so numbers match ``lm_eval`` run by hand.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from platypus.errors import PlatypusError
+from platypus.evaluate.aggregate import AVERAGE, leaderboard_v1, size_weighted_mean, subject_breakdown
+from platypus.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names, subject_categories
+from platypus.models import torch_dtype
+
+# lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
+SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
+LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    label: str
+    pretrained: str  # model folder or hub id
+    peft: str | None = None  # adapter folder, applied by HFLM(peft=...)
+    dtype: str | None = None  # overrides eval.dtype
+
+
+def plain_config(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def batch_size(value: str | int) -> int | str:
+    text = str(value)
+    if text == "auto" or text.startswith("auto:"):
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise PlatypusError(f"eval.batch_size={value!r}: use a positive integer or 'auto' (slow on CPU).")
+
+
+def task_limit(eval_cfg: Mapping[str, Any], key: str) -> int | float | None:
+    """The task's limit, else the suite's; counts become ints, fractions (<1) stay floats."""
+    own = eval_cfg["tasks"][key].get("limit")
+    limit = own if own is not None else eval_cfg.get("limit")
+    if limit is None:
+        return None
+    if limit <= 0:
+        raise PlatypusError(f"eval.tasks.{key}.limit / eval.limit={limit}: use a count >= 1 or a fraction in (0, 1).")
+    return int(limit) if limit >= 1 else float(limit)
+
+
+def _folder_identity(folder: Path) -> dict[str, Any]:
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return {"path": str(folder), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
+
+
+def model_identity(model: EvalModel) -> dict[str, Any]:
+    """Folder path + file sizes/mtimes (weights changed => new key), or the hub id."""
+    identity: dict[str, Any] = {}
+    for role, where in (("pretrained", model.pretrained), ("peft", model.peft)):
+        if where is None:
+            continue
+        folder = Path(where).expanduser()
+        identity[role] = _folder_identity(folder.resolve()) if folder.is_dir() else {"hub_id": where}
+    return identity
+
+
+def _key(settings: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
+    """HFLM on the model (+ adapter); a separate function so tests can observe loads."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(
+        pretrained=model.pretrained,
+        peft=model.peft,
+        dtype=dtype,
+        batch_size=batch_size(eval_cfg["batch_size"]),
+        device=eval_cfg["device"],
+    )
+
+
+def _run_task(lm, task: SuiteTask, task_manager, num_fewshot: int, limit) -> dict[str, Any]:
+    import lm_eval
+
+    output = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(task.lm_eval_names),
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=task_manager,
+        log_samples=False,
+        **SEEDS,
+    )
+    return {key: output.get(key, {}) for key in LM_EVAL_KEYS}
+
+
+def evaluate_models(
+    eval_cfg: Mapping[str, Any],
+    benchmarks_cfg: Mapping[str, Any],
+    models: list[EvalModel],
+    out_dir: Path,
+    cache_dir: Path,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every suite task on every model; the first model is the base of the table's deltas."""
+    import lm_eval
+    from lm_eval.utils import handle_non_serializable
+
+    if not models:
+        raise PlatypusError("No models to evaluate: give evaluate.models or run the train/merge stages first.")
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels) or any(not label or "/" in label for label in labels):
+        raise PlatypusError(f"Model labels must be unique, non-empty and contain no '/': got {labels}.")
+    eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
+    out_dir = Path(out_dir)
+    suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir))
+    task_manager = suite.task_manager()
+    if suite.source == "hub":
+        check_hub_names(suite, benchmarks_cfg, task_manager)
+    bs = batch_size(eval_cfg["batch_size"])
+
+    all_results: dict[str, Any] = {}
+    for model in models:
+        dtype = model.dtype or eval_cfg["dtype"]
+        torch_dtype(dtype, "eval.dtype")
+        identity = model_identity(model)
+        lm = None
+        tasks_out, seconds, task_settings = {}, {}, {}
+        for key, task in suite.tasks.items():
+            task_cfg = eval_cfg["tasks"][key]
+            bench = benchmarks_cfg["sets"][task.benchmark]
+            settings = {
+                "model": identity,
+                "task": key,
+                "lm_eval_tasks": task.lm_eval_names,
+                "benchmark": {"source": suite.source, **bench},
+                "num_fewshot": int(task_cfg["num_fewshot"]),
+                "limit": task_limit(eval_cfg, key),
+                "batch_size": bs,
+                "dtype": dtype,
+                "device": eval_cfg["device"],
+                "lm_eval_version": lm_eval.__version__,
+                "seeds": SEEDS,
+            }
+            key_hash = _key(settings)
+            path = out_dir / model.label / f"{key}.json"
+            cached = json.loads(path.read_text()) if path.is_file() else None
+            if cached and cached.get("key") == key_hash:
+                log(f"[evaluate] {model.label}/{key}: reusing {path}")
+            else:
+                if lm is None:
+                    log(f"[evaluate] loading {model.label}: {model.pretrained}" + (f" + {model.peft}" if model.peft else ""))
+                    lm = load_lm(model, dtype, eval_cfg)
+                log(f"[evaluate] {model.label}/{key}: {len(task.lm_eval_names)} lm-eval task(s), "
+                    f"{settings['num_fewshot']}-shot, limit {settings['limit']}")
+                start = time.perf_counter()
+                output = _run_task(lm, task, task_manager, settings["num_fewshot"], settings["limit"])
+                cached = {"key": key_hash, "settings": settings, "seconds": time.perf_counter() - start, "lm_eval": output}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(cached, indent=1, default=handle_non_serializable))
+                tmp.replace(path)
+                cached = json.loads(path.read_text())
+                log(f"[evaluate] {model.label}/{key}: {cached['seconds']:.1f} s")
+            tasks_out[key] = cached["lm_eval"]
+            seconds[key] = cached["seconds"]
+            task_settings[key] = {k: settings[k] for k in ("num_fewshot", "limit")}
+            if suite.source == "bundled" and bench.get("note"):
+                task_settings[key]["note"] = bench["note"]
+        del lm
+        gc.collect()
+        all_results[model.label] = {
+            "model": asdict(model) | {"dtype": dtype},
+            "settings": {
+                "batch_size": bs,
+                "dtype": dtype,
+                "device": eval_cfg["device"],
+                "benchmarks_source": suite.source,
+                "lm_eval_version": lm_eval.__version__,
+                "seeds": SEEDS,
+                "tasks": task_settings,
+            },
+            "seconds": seconds,
+            "tasks": tasks_out,
+        }
+
+    summary = {
+        label: leaderboard_v1(
+            {key: res["tasks"][key]["results"] for key in suite.tasks}, eval_cfg["tasks"]
+        )
+        for label, res in all_results.items()
+    }
+    subjects = _subject_results(suite, eval_cfg, benchmarks_cfg, all_results)
+    table = markdown_table(summary, subjects, eval_cfg)
+    files = {
+        "results": out_dir / "results.json",
+        "summary": out_dir / "summary.json",
+        "subjects": out_dir / "subjects.json",
+        "table": out_dir / "table.md",
+        "chart": out_dir / "chart.png",
+    }
+    files["results"].write_text(json.dumps(all_results, indent=1, default=handle_non_serializable))
+    files["summary"].write_text(json.dumps(summary, indent=1))
+    files["subjects"].write_text(json.dumps(subjects, indent=1))
+    files["table"].write_text(table)
+    bar_chart(summary, files["chart"])
+    return {"summary": summary, "subjects": subjects, "table": table, "results": all_results, "files": files}
+
+
+def _subject_results(
+    suite: Suite, eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any], all_results: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """{task: {label: {"categories", "subjects", "weighted_by_size"}}} for per-subject tasks (MMLU)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, task in suite.tasks.items():
+        if not task.subjects:
+            continue
+        categories = subject_categories(task.benchmark, benchmarks_cfg["sets"][task.benchmark])
+        metric_key = eval_cfg["tasks"][key]["lm_eval_metric"]
+        out[key] = {}
+        for label, res in all_results.items():
+            lm_out = res["tasks"][key]
+            breakdown = subject_breakdown(lm_out["results"], metric_key, task.subjects, categories)
+            sizes = {name: int(n["effective"]) for name, n in lm_out["n-samples"].items()}
+            breakdown["weighted_by_size"] = size_weighted_mean(lm_out["results"], metric_key, sizes)
+            out[key][label] = breakdown
+    return out
+
+
+# --------------------------------------------------------------------------- table and chart
+def _cell(value: float | None, base: float | None, is_base: bool) -> str:
+    if value is None:
+        return "–"
+    if is_base or base is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} ({value - base:+.4f})"
+
+
+def _value(entry: Any) -> float | None:
+    if entry is None:
+        return None
+    return float(entry) if not isinstance(entry, Mapping) else float(next(iter(entry.values())))
+
+
+def markdown_table(summary: Mapping[str, Any], subjects: Mapping[str, Any], eval_cfg: Mapping[str, Any]) -> str:
+    """Model x benchmark with deltas vs the first model, then per category and per subject."""
+    labels = list(summary)
+    base = labels[0]
+    columns = list(eval_cfg["tasks"]) + ([AVERAGE] if any(AVERAGE in s for s in summary.values()) else [])
+    heads = [
+        f"{key} {eval_cfg['tasks'][key]['metric']} ({eval_cfg['tasks'][key]['num_fewshot']}-shot)"
+        if key in eval_cfg["tasks"] else "average"
+        for key in columns
+    ]
+    lines = ["| model | " + " | ".join(heads) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label in labels:
+        cells = [
+            _cell(_value(summary[label].get(c)), _value(summary[base].get(c)), label == base) for c in columns
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for key, per_label in subjects.items():
+        for part, noun in (("categories", "category"), ("subjects", "subject")):
+            lines += ["", f"### {key} per {noun}", ""]
+            lines += [f"| {noun} | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+            for name in per_label[base][part]:
+                cells = [
+                    _cell(per_label[label][part].get(name), per_label[base][part].get(name), label == base)
+                    for label in labels
+                ]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(summary: Mapping[str, Any], path: Path) -> None:
+    """Grouped bars: benchmarks (and the average) on x, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(summary)
+    columns = list(dict.fromkeys(c for s in summary.values() for c in s))
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(columns)), 4))
+    for i, label in enumerate(labels):
+        values = [_value(summary[label].get(c)) or 0.0 for c in columns]
+        ax.bar([x + (i - (len(labels) - 1) / 2) * width for x in range(len(columns))], values, width, label=label)
+    ax.set_xticks(range(len(columns)), columns, rotation=15)
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

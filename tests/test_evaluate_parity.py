@@ -1,0 +1,130 @@
+"""Our evaluate_models gives lm-eval's own CLI numbers, and a rerun reuses finished tasks.
+
+The CLI also indexes lm-eval's built-in tasks; lm-eval lets ``--include_path`` tasks override
+built-ins of the same name (it logs a warning), so the official names work for the parity run.
+The CLI's ``--num_fewshot`` is global, hence one CLI run per few-shot count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from platypus.config import register
+from platypus.evaluate import runner
+from platypus.evaluate.runner import EvalModel, evaluate_models
+from platypus.evaluate.tasks import build_suite
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+LIMIT, BATCH = 4, 4
+CLI_RUNS = {2: ["arc_challenge", "hellaswag", "mmlu_anatomy"], 0: ["truthfulqa_mc2"]}
+
+
+def compose_cfg(*overrides: str):
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "eval=leaderboard_v1",
+                "benchmarks=bundled",
+                f"eval.limit={LIMIT}",
+                f"eval.batch_size={BATCH}",
+                "eval.dtype=float32",
+                "eval.tasks.arc_challenge.num_fewshot=2",
+                "eval.tasks.hellaswag.num_fewshot=2",
+                "eval.tasks.mmlu.num_fewshot=2",
+                *overrides,
+            ],
+        )
+
+
+def _start_cli(model_dir: Path, include: Path, shots: int, tasks: list[str], out: Path) -> subprocess.Popen:
+    command = [
+        str(Path(sys.executable).parent / "lm_eval"),
+        "--model", "hf",
+        "--model_args", f"pretrained={model_dir},dtype=float32",
+        "--tasks", ",".join(tasks),
+        "--include_path", str(include),
+        "--num_fewshot", str(shots),
+        "--limit", str(LIMIT),
+        "--batch_size", str(BATCH),
+        "--device", "cpu",
+        "--output_path", str(out),
+    ]
+    # One thread each: the CLI runs share the CPU with our run, and the tiny model gains nothing from more.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir, cache_dir):
+    """Our run and the CLI runs (started first, in the background) on the tiny model."""
+    cfg = compose_cfg()
+    root = tmp_path_factory.mktemp("parity")
+    include = root / "cli_tasks"
+    build_suite(cfg.eval, cfg.benchmarks, include, cache_dir)
+    procs = {shots: _start_cli(tiny_model_dir, include, shots, tasks, root / f"cli{shots}") for shots, tasks in CLI_RUNS.items()}
+    ours = evaluate_models(cfg.eval, cfg.benchmarks, [EvalModel("tiny", str(tiny_model_dir))], root / "ours", cache_dir)
+    cli: dict[str, dict] = {}
+    for shots, proc in procs.items():
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        (result_file,) = (root / f"cli{shots}").rglob("results_*.json")
+        cli.update(json.loads(result_file.read_text())["results"])
+    return {"cfg": cfg, "root": root, "ours": ours, "cli": cli, "model": tiny_model_dir}
+
+
+def test_numbers_equal_lm_eval_cli(runs):
+    ours = runs["ours"]["results"]["tiny"]["tasks"]
+    ours_by_name = {name: res for task in ours.values() for name, res in task["results"].items()}
+    for name, cli_res in runs["cli"].items():
+        for metric in ("acc,none", "acc_norm,none"):
+            if metric in cli_res:
+                assert ours_by_name[name][metric] == cli_res[metric], (name, metric)
+    summary = runs["ours"]["summary"]["tiny"]
+    assert summary["truthfulqa_mc2"]["mc2"] == runs["cli"]["truthfulqa_mc2"]["acc,none"]
+    assert summary["arc_challenge"]["acc_norm"] == runs["cli"]["arc_challenge"]["acc_norm,none"]
+    assert set(summary) == {"arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "leaderboard_avg"}
+
+
+def test_outputs_written(runs):
+    out = runs["root"] / "ours"
+    for name in ("results.json", "summary.json", "subjects.json", "table.md", "chart.png", "tiny/mmlu.json"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())["tiny"]
+    assert results["settings"]["batch_size"] == BATCH and results["settings"]["dtype"] == "float32"
+    assert "validation split" in results["settings"]["tasks"]["hellaswag"]["note"]
+    assert results["tasks"]["mmlu"]["n-samples"]["mmlu_anatomy"]["effective"] == LIMIT
+    assert "### mmlu per category" in runs["ours"]["table"]
+
+
+def test_rerun_skips_finished_tasks(runs, monkeypatch, cache_dir):
+    out = runs["root"] / "ours"
+    model = EvalModel("tiny", str(runs["model"]))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a rerun with the same settings must not load the model")
+
+    monkeypatch.setattr(runner, "load_lm", refuse)
+    again = evaluate_models(runs["cfg"].eval, runs["cfg"].benchmarks, [model], out, cache_dir)
+    assert again["summary"] == runs["ours"]["summary"]
+
+    # A changed setting reruns that task only.
+    loads = []
+    monkeypatch.setattr(runner, "load_lm", lambda *a: loads.append(a) or runs_lm(*a))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "tiny").glob("*.json")}
+    cfg = compose_cfg("eval.tasks.truthfulqa_mc2.limit=2")
+    evaluate_models(cfg.eval, cfg.benchmarks, [model], out, cache_dir)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "tiny").glob("*.json")}
+    assert len(loads) == 1
+    assert [name for name in before if before[name] != after[name]] == ["truthfulqa_mc2.json"]
+
+
+runs_lm = runner.load_lm
