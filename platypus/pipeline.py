@@ -8,6 +8,7 @@ stage computed from something else is never overwritten (``overwrite=true`` move
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import platform
@@ -158,6 +159,11 @@ def curate_stage(run: Run) -> Path:
 
     folder, manifest = run.stage("curate", config, {"package_data": "bundled resources or configured sources"}, work)
     run.tracker.log({f"curate/{k}": v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))})
+    with open(folder / "removed.csv", encoding="utf-8", newline="") as handle:
+        removed = list(csv.reader(handle))
+    if removed:
+        run.tracker.table("curate/removed", removed[0], removed[1:])
+    run.tracker.image("curate/similarity_hist", folder / "similarity_hist.png")
     return folder / "train.jsonl"
 
 
@@ -233,6 +239,9 @@ def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict:
                 flat[f"eval/{label}/{task}"] = metrics
         run.tracker.log(flat)
     run.tracker.image("eval/chart", folder / "chart.png")
+    rows = [[label, task, metric, value] for label, tasks in summary.items() for task, metrics in tasks.items()
+            for metric, value in (metrics.items() if isinstance(metrics, dict) else [("value", metrics)])]
+    run.tracker.table("eval/results", ["model", "task", "metric", "value"], rows)
     return manifest["metrics"]
 
 
@@ -282,7 +291,8 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
             candidates["merged"] = {"pretrained": str(merged)}
         result = evaluate_stage(run, candidates)
         (root / "summary.json").write_text(json.dumps(result["summary"], indent=2))
-        print("\n" + result["table"], flush=True)
+        headline = result["table"].split("\n### ")[0]  # the per-category/subject tables stay in table.md
+        print(f"\n{headline}\n(full table with MMLU per category and subject: {root / 'evaluate' / 'table.md'})", flush=True)
         averages = [v.get("leaderboard_avg") for v in result["summary"].values() if isinstance(v, dict)]
         return averages[-1] if averages else None
     finally:

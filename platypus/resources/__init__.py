@@ -9,6 +9,7 @@ from platypus.errors import PlatypusError
 ROOT = Path(__file__).resolve().parent
 DATASETS = ROOT / "datasets"
 BENCHMARKS = ROOT / "benchmarks"
+EMBEDDINGS = ROOT / "embeddings"
 BUNDLED_PREFIX = "bundled:"
 
 

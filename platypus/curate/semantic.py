@@ -1,0 +1,124 @@
+"""Greedy semantic dedup (the paper's rule), computed in blocks of matrix products.
+
+The paper walks the rows in order and keeps a row only if its cosine similarity to every row
+kept so far is below the threshold. We give exactly that kept set, but per block of rows:
+1. similarities of the block against every row kept before the block (chunked matrix
+   products) remove the rows that already collide with an earlier kept row;
+2. the survivors' block-internal similarity matrix resolves the greedy order exactly: a row
+   is kept iff no *kept* earlier row of the block reaches the threshold, so only rows that
+   collide with a later one need a sequential step.
+The naive loop costs a Python iteration and a growing vector product per row; this costs
+one matrix product per (block, kept chunk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KEEP_POLICIES = ("first", "longest")
+KEPT_CHUNK_ELEMENTS = 1 << 25  # block x kept-chunk similarity entries per product (128 MiB)
+
+
+@dataclass
+class DedupResult:
+    """Per row, in the original order.
+
+    ``match`` is the most similar row among those kept *before this row was decided* (for a
+    removed row: the kept row it collided with; for a kept row: its nearest kept predecessor,
+    below the threshold), -1 when none; ``score`` is that similarity (nan when none).
+    """
+
+    keep: np.ndarray  # bool (n,)
+    match: np.ndarray  # int64 (n,)
+    score: np.ndarray  # float32 (n,)
+
+
+def processing_order(keep: str, output_lengths: list[int] | np.ndarray | None, n: int) -> np.ndarray:
+    """``first``: original order; ``longest``: decreasing output length, ties by original order."""
+    if keep == "first":
+        return np.arange(n)
+    if keep == "longest":
+        if output_lengths is None or len(output_lengths) != n:
+            raise ValueError("keep='longest' needs one output length per row")
+        return np.argsort(-np.asarray(output_lengths, dtype=np.int64), kind="stable")
+    raise ValueError(f"unknown keep policy {keep!r}; expected one of {KEEP_POLICIES}")
+
+
+def semantic_dedup(
+    embeddings: np.ndarray,
+    threshold: float,
+    keep: str = "first",
+    output_lengths: list[int] | np.ndarray | None = None,
+    block_size: int = 2048,
+) -> DedupResult:
+    """Greedy dedup of L2-normalised ``embeddings``: same kept set as the row-by-row loop."""
+    n, dim = embeddings.shape
+    order = processing_order(keep, output_lengths, n)
+    ordered = np.ascontiguousarray(embeddings[order], dtype=np.float32)
+    kept = np.empty((n, dim), dtype=np.float32)  # kept vectors, in processing order
+    kept_pos = np.empty(n, dtype=np.int64)  # their positions in `ordered`
+    n_kept = 0
+    keep_mask = np.zeros(n, dtype=bool)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    match = np.full(n, -1, dtype=np.int64)  # positions in `ordered`
+    thr = np.float32(threshold)
+    for start in range(0, n, block_size):
+        block = ordered[start : start + block_size]
+        b = len(block)
+        score, arg = _best_against(block, kept[:n_kept])
+        best[start : start + b] = score
+        match[start : start + b] = np.where(arg >= 0, kept_pos[np.maximum(arg, 0)], -1)
+        cand = np.flatnonzero(score < thr)
+        alive = np.zeros(0, dtype=bool)
+        if len(cand):
+            within = block[cand] @ block[cand].T
+            alive = _resolve_greedy(within >= thr)
+            # Within-block nearest kept predecessor, to complete best/match of every candidate.
+            earlier_kept = np.triu(np.ones_like(within, dtype=bool), k=1) & alive[:, None]
+            masked = np.where(earlier_kept, within, -np.inf)
+            inner_arg = masked.argmax(axis=0)
+            inner_best = masked[inner_arg, np.arange(len(cand))]
+            better = inner_best > score[cand]
+            best[start + cand[better]] = inner_best[better]
+            match[start + cand[better]] = start + cand[inner_arg[better]]
+        winners = cand[alive]
+        keep_mask[start + winners] = True
+        kept[n_kept : n_kept + len(winners)] = block[winners]
+        kept_pos[n_kept : n_kept + len(winners)] = start + winners
+        n_kept += len(winners)
+    result = DedupResult(np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
+    result.keep[order] = keep_mask
+    result.match[order] = np.where(match >= 0, order[np.maximum(match, 0)], -1)
+    result.score[order] = np.where(np.isfinite(best), best, np.nan)
+    return result
+
+
+def _best_against(block: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max similarity of each block row to the kept rows and the kept index reaching it."""
+    score = np.full(len(block), -np.inf, dtype=np.float32)
+    arg = np.full(len(block), -1, dtype=np.int64)
+    chunk = max(1, KEPT_CHUNK_ELEMENTS // max(1, len(block)))
+    for k0 in range(0, len(kept), chunk):
+        sims = block @ kept[k0 : k0 + chunk].T
+        chunk_arg = sims.argmax(axis=1)
+        chunk_best = sims[np.arange(len(block)), chunk_arg]
+        better = chunk_best > score
+        score[better] = chunk_best[better]
+        arg[better] = k0 + chunk_arg[better]
+    return score, arg
+
+
+def _resolve_greedy(collides: np.ndarray) -> np.ndarray:
+    """Exact greedy order within a block: row j survives iff no surviving i < j collides with it.
+
+    Rows that collide with no later row cannot remove anything, so only the others are
+    visited, in order; when row i is visited every row before it is already final.
+    """
+    later = np.triu(collides, k=1)
+    alive = np.ones(len(collides), dtype=bool)
+    for i in np.flatnonzero(later.any(axis=1)):
+        if alive[i]:
+            alive &= ~later[i]
+    return alive

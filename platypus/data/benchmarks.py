@@ -1,0 +1,62 @@
+"""The benchmark test questions: the one place curate learns what it must not train on."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+from platypus.errors import PlatypusError
+from platypus.resources import BENCHMARKS, bundled
+
+
+def load_benchmark_questions(benchmarks_cfg: Any, names: list[str]) -> dict[str, list[str]]:
+    """``question_field`` of each named benchmark's ``test_split``, from bundled files or the hub."""
+    questions: dict[str, list[str]] = {}
+    for name in names:
+        if name not in benchmarks_cfg.sets:
+            raise PlatypusError(
+                f"Benchmark '{name}' (curate.decontaminate.benchmarks) is not defined in benchmarks.sets; "
+                f"valid names: {', '.join(sorted(benchmarks_cfg.sets))}."
+            )
+        bench = benchmarks_cfg.sets[name]
+        if benchmarks_cfg.source == "bundled":
+            records = _bundled_records(name, bench)
+        elif benchmarks_cfg.source == "hub":
+            records = _hub_records(name, bench)
+        else:
+            raise PlatypusError(f"benchmarks.source={benchmarks_cfg.source!r} is not known; use bundled or hub.")
+        questions[name] = [_question(r, name, bench.question_field) for r in records]
+    return questions
+
+
+def _bundled_records(name: str, bench: Any) -> list[dict]:
+    if bench.test_split not in bench.files:
+        raise PlatypusError(
+            f"benchmarks.sets.{name}.files has no file for test_split '{bench.test_split}' "
+            f"(it has: {', '.join(bench.files) or 'none'}); add it or use benchmarks=hub."
+        )
+    path = bundled(BENCHMARKS, bench.files[bench.test_split])
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _hub_records(name: str, bench: Any) -> Any:
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(bench.hub_path, bench.hub_name, split=bench.test_split)
+    except Exception as exc:  # network, unknown id, unknown split: all user-fixable
+        raise PlatypusError(
+            f"Could not load benchmark '{name}' from the hub ({bench.hub_path}, {bench.hub_name}, split "
+            f"{bench.test_split}): {type(exc).__name__}: {exc}. Check the network / HF_HUB_OFFLINE, or use benchmarks=bundled."
+        ) from None
+
+
+def _question(record: dict, name: str, field: str) -> str:
+    if field not in record:
+        raise PlatypusError(
+            f"benchmarks.sets.{name}.question_field={field!r} is not a field of its test records "
+            f"(fields: {', '.join(record)})."
+        )
+    return str(record[field])

@@ -1,0 +1,236 @@
+"""Load a data mixture (``conf/data``) into rows ``{instruction, input, output, data_source}``.
+
+Every source is read record by record so that a bad record can be named by file and line;
+the per-source filters (keywords, fraction, max_rows) and the mixture-level ``sample`` are
+seeded, so the same config and seed always give the same rows in the same order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from platypus.errors import PlatypusError
+from platypus.resources import BUNDLED_PREFIX, DATASETS, bundled
+
+TARGET_FIELDS = ("instruction", "input", "output")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+ON_BAD_ROW = ("error", "skip")
+BAD_ROW_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw record and where it came from (``where`` is ``file:line`` or ``id[split] row i``)."""
+
+    where: str
+    value: Any  # a dict, or an Exception when the record could not be parsed
+
+
+class BadRow(Exception):
+    """A record that cannot become a training row (unparseable, missing field, empty text)."""
+
+
+def load_mixture(data_cfg: Any, on_bad_row: str, seed: int) -> tuple[list[dict], dict]:
+    """All rows of ``data_cfg.sources`` in source order, and a report of what each step kept."""
+    if on_bad_row not in ON_BAD_ROW:
+        raise PlatypusError(
+            f"curate.on_bad_row={on_bad_row!r} is not known; use one of {', '.join(ON_BAD_ROW)}."
+        )
+    if not data_cfg.sources:
+        raise PlatypusError(f"data.sources of data mixture '{data_cfg.name}' is empty; list at least one source.")
+    rows: list[dict] = []
+    report: dict[str, Any] = {"sources": {}}
+    for name, src in data_cfg.sources.items():
+        source_rows, source_report = _load_source(name, src, on_bad_row, seed)
+        rows.extend(source_rows)
+        report["sources"][name] = source_report
+    report["rows_before_sample"] = len(rows)
+    if data_cfg.sample is not None:
+        if data_cfg.sample < 1:
+            raise PlatypusError(f"data.sample={data_cfg.sample} must be a positive number of rows (or null).")
+        rows = _sample_in_order(rows, data_cfg.sample, random.Random(f"{seed}:sample"))
+    report["sample"] = data_cfg.sample
+    report["total"] = len(rows)
+    if not rows:
+        raise PlatypusError(
+            f"Data mixture '{data_cfg.name}' is empty after filtering (see the per-source counts: "
+            f"{ {n: r['after_cap'] for n, r in report['sources'].items()} }); relax data.sources.*.keywords, "
+            "fraction or max_rows."
+        )
+    return rows, report
+
+
+def _load_source(name: str, src: Any, on_bad_row: str, seed: int) -> tuple[list[dict], dict]:
+    key = f"data.sources.{name}"
+    fields = dict(src.fields)
+    for required in ("instruction", "output"):
+        if required not in fields:
+            raise PlatypusError(f"{key}.fields has no mapping for '{required}'; add e.g. {required}: <column>.")
+    rows: list[dict] = []
+    bad: list[str] = []
+    n_read = 0
+    for record in _records(src, key):
+        n_read += 1
+        try:
+            rows.append(_to_row(record, fields, src.data_source or name))
+        except BadRow as exc:
+            message = f"{record.where}: {exc}"
+            if on_bad_row == "error":
+                raise PlatypusError(
+                    f"Bad row in source {key} at {message}. Fix the file, or set curate.on_bad_row=skip "
+                    "to drop such rows (they are counted and listed in the curate report)."
+                ) from None
+            bad.append(message)
+    rows = _keyword_filter(rows, list(src.keywords))
+    after_keywords = len(rows)
+    if src.fraction is not None:
+        if not 0 < src.fraction <= 1:
+            raise PlatypusError(f"{key}.fraction={src.fraction} is outside (0, 1].")
+        rows = _sample_in_order(rows, round(src.fraction * len(rows)), random.Random(f"{seed}:{name}"))
+    if src.max_rows is not None:
+        if src.max_rows < 1:
+            raise PlatypusError(f"{key}.max_rows={src.max_rows} must be a positive number of rows (or null).")
+        rows = rows[: src.max_rows]
+    report = {
+        "path": str(src.path),
+        "rows_read": n_read,
+        "bad_rows": len(bad),
+        "bad_row_examples": bad[:BAD_ROW_EXAMPLES],
+        "after_keywords": after_keywords,
+        "after_cap": len(rows),
+    }
+    return rows, report
+
+
+def _to_row(record: Record, fields: dict[str, str], default_source: str) -> dict:
+    if isinstance(record.value, Exception):
+        raise BadRow(f"unreadable record ({record.value})")
+    if not isinstance(record.value, dict):
+        raise BadRow(f"expected a JSON object, got {type(record.value).__name__}")
+    row = {}
+    for target in TARGET_FIELDS:
+        column = fields.get(target)
+        if column is None or (target == "input" and column not in record.value):
+            row[target] = ""  # `input` is optional: Alpaca-style files omit empty inputs
+            continue
+        if column not in record.value:
+            raise BadRow(f"missing field '{column}' (mapped to '{target}')")
+        value = record.value[column]
+        row[target] = "" if value is None else str(value)
+    for target in ("instruction", "output"):
+        if not row[target].strip():
+            raise BadRow(f"empty {target} (column '{fields[target]}')")
+    source_column = fields.get("data_source")
+    mapped = record.value.get(source_column) if source_column else None
+    row["data_source"] = default_source if not mapped else str(mapped)
+    return row
+
+
+def _keyword_filter(rows: list[dict], keywords: list[str]) -> list[dict]:
+    """Rows whose instruction or input contains one of ``keywords`` as a whole word."""
+    if not keywords:
+        return rows
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in keywords) + r")\b", re.IGNORECASE)
+    return [r for r in rows if pattern.search(r["instruction"] + "\n" + r["input"])]
+
+
+def _sample_in_order(rows: list[dict], n: int, rng: random.Random) -> list[dict]:
+    """``n`` rows chosen at random, kept in their original order."""
+    if n >= len(rows):
+        return rows
+    chosen = sorted(rng.sample(range(len(rows)), n))
+    return [rows[i] for i in chosen]
+
+
+# --------------------------------------------------------------------------- readers
+def _records(src: Any, key: str) -> Iterator[Record]:
+    path = str(src.path)
+    if path.startswith(BUNDLED_PREFIX):
+        return _read_file(bundled(DATASETS, path[len(BUNDLED_PREFIX) :]))
+    local = Path(path).expanduser()
+    if local.exists() or _is_local_name(path):
+        if not local.is_file():
+            raise PlatypusError(
+                f"Data file '{path}' (config key {key}.path) does not exist. Give an existing "
+                ".json/.jsonl/.parquet/.csv file (optionally .gz), bundled:<file>, or a hub dataset id."
+            )
+        return _read_file(local)
+    return _read_hub(path, src.split)
+
+
+def _is_local_name(path: str) -> bool:
+    name = path[:-3] if path.endswith(".gz") else path
+    return name.endswith(LOCAL_SUFFIXES) or path.startswith(("/", "./", "../", "~"))
+
+
+def _read_file(path: Path) -> Iterator[Record]:
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if name.endswith(".jsonl"):
+        return _read_jsonl(path)
+    if name.endswith(".json"):
+        return _read_json(path)
+    if name.endswith(".parquet"):
+        import pandas as pd
+
+        return _frame_records(pd.read_parquet(path), f"{path}:row ", first_row=1)
+    if name.endswith(".csv"):
+        import pandas as pd
+
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return _frame_records(frame, f"{path}:", first_row=2)  # line 1 is the header
+    raise PlatypusError(f"Data file '{path}' has an unknown format; use .json, .jsonl, .parquet or .csv (optionally .gz).")
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    with _open_text(path) as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value: Any = json.loads(line)
+            except json.JSONDecodeError as exc:
+                value = exc
+            yield Record(f"{path}:{line_no}", value)
+
+
+def _read_json(path: Path) -> Iterator[Record]:
+    with _open_text(path) as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise PlatypusError(
+                f"Data file '{path}' is not valid JSON (line {exc.lineno}: {exc.msg}); fix it or convert it to JSONL."
+            ) from None
+    if not isinstance(data, list):
+        raise PlatypusError(f"Data file '{path}' must hold a JSON array of objects (or be JSONL).")
+    for i, value in enumerate(data):
+        yield Record(f"{path}:item {i}", value)
+
+
+def _frame_records(frame: Any, prefix: str, first_row: int) -> Iterator[Record]:
+    for i, value in enumerate(frame.to_dict(orient="records")):
+        yield Record(f"{prefix}{i + first_row}", value)
+
+
+def _read_hub(dataset_id: str, split: str) -> Iterator[Record]:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(dataset_id, split=split)
+    except Exception as exc:  # network, unknown id, unknown split: all user-fixable
+        raise PlatypusError(
+            f"Could not load hub dataset '{dataset_id}' split '{split}' ({type(exc).__name__}: {exc}). "
+            "Check the id and split, your network / HF_HUB_OFFLINE setting, or point the source at a local file."
+        ) from None
+    for i, value in enumerate(dataset):
+        yield Record(f"{dataset_id}[{split}] row {i}", value)
