@@ -169,12 +169,23 @@ class TrainConfig:
 @dataclass
 class MergeConfig:
     name: str = MISSING
-    recipe: str = "into_base"  # none | into_base | into_model
-    # Explicit input adapters; default is this run's train output.
+    recipe: str = "into_base"  # none | into_base | into_model | weighted
+    # Input adapters: PEFT folders, or ``train`` for this run's train adapter; empty = this run's train adapter.
     adapters: List[str] = field(default_factory=list)
-    # into_model: hub id or local folder of the model to fold the adapter into.
+    # Model to fold into: hub id, local folder or a conf/model preset name. Required by into_model;
+    # optional for weighted (default: the base model).
     target: Optional[str] = None
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | bfloat16 | float16: dtype of the saved merged model
+    # weighted: one weight per adapter, in the order of ``adapters`` (finite, >= 0); empty = 1.0 each.
+    weights: List[float] = field(default_factory=list)
+    # weighted: PEFT add_weighted_adapter combination_type: cat (exact weighted sum) | linear | svd | ties |
+    # ties_svd | dare_linear | dare_ties | dare_linear_svd | dare_ties_svd | magnitude_prune | magnitude_prune_svd.
+    # linear/ties/dare_*/magnitude_prune need equal ranks and are not the exact weighted sum (see platypus/merge.py).
+    combination: str = "cat"
+    density: Optional[float] = None  # (0, 1]: fraction kept by ties/dare/magnitude_prune (required there)
+    majority_sign_method: str = "total"  # total | frequency (ties, dare_ties and their svd variants)
+    svd_rank: Optional[int] = None  # *svd combinations: rank of the result (default: the largest input rank)
+    svd_clamp: Optional[float] = None  # *svd combinations: quantile clamp of the factors (default: none)
 
 
 # --------------------------------------------------------------------------- evaluate

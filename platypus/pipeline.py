@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -31,13 +32,9 @@ LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "sentence-trans
 
 
 # --------------------------------------------------------------------------- helpers
-def sha256_file(path: Path) -> str:
-    return models.file_sha256(path)
-
-
 def folder_identity(folder: Path) -> dict[str, str]:
     """sha256 of every weight/data file in a folder: what later stages are keyed on."""
-    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".jsonl", ".json")}
+    return {p.name: models.file_sha256(p) for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".jsonl", ".json")}
 
 
 def versions() -> dict[str, str]:
@@ -82,6 +79,9 @@ class Run:
         key_material = {"stage": name, "config": to_plain(config), "inputs": inputs, "version": __version__}
         key = hashlib.sha256(json.dumps(key_material, sort_keys=True, default=str).encode()).hexdigest()
         final, partial = self.root / name, self.root / f".{name}.partial"
+        if process_rank() != 0:  # other ranks of a multi-process train only help compute
+            partial.mkdir(parents=True, exist_ok=True)
+            return partial, {"metrics": work(partial)}
         if (final / "manifest.json").is_file():
             manifest = json.loads((final / "manifest.json").read_text())
             if manifest.get("key") == key:
@@ -173,7 +173,7 @@ def train_stage(run: Run, dataset: Path) -> Path:
     cfg = run.cfg
     base = base_model_path(run)
     config = {"model": cfg.model, "lora": cfg.lora, "train": {**to_plain(cfg.train), "dataset": None}, "seed": cfg.seed}
-    inputs = {"dataset": {"path": str(dataset), "sha256": sha256_file(dataset)}, "base_model": model_identity(base)}
+    inputs = {"dataset": {"path": str(dataset), "sha256": models.file_sha256(dataset)}, "base_model": model_identity(base)}
 
     def work(out: Path) -> dict:
         return train(cfg.train, cfg.lora, cfg.model, base, dataset, out, cfg.seed, run.tracker.report_to)
@@ -184,19 +184,37 @@ def train_stage(run: Run, dataset: Path) -> Path:
     return folder / "adapter"
 
 
-def merge_stage(run: Run, adapter: Path) -> Path | None:
-    from platypus.merge import merge
+def merge_stage(run: Run, adapters: list[Path]) -> Path | None:
+    """``adapters``: this run's adapter(s); ``merge.adapters`` (paths, ``train`` = this run's) replaces them."""
+    from platypus.merge import check_recipe, identity, merge, resolve_target
 
     cfg = run.cfg
     if cfg.merge.recipe == "none":
         print("[platypus] merge: recipe 'none', nothing to fold", flush=True)
         return None
+    trained = run.finished("train")
+    chosen = []
+    for entry in cfg.merge.adapters:
+        if entry == "train" and not trained:
+            raise PlatypusError(
+                "merge.adapters: 'train' means this run's train adapter, but this run folder has no finished train "
+                "stage. Add train to stages, or give the adapter's path."
+            )
+        chosen.append(trained / "adapter" if entry == "train" else Path(entry))
+    if chosen and trained and (trained / "adapter") not in chosen:
+        print(f"[platypus] merge: using merge.adapters; this run's train adapter is not among them "
+              f"(list 'train' in merge.adapters to include it)", flush=True)
+    chosen = chosen or list(adapters)
+    check_recipe(cfg.merge, chosen)  # before hashing or loading anything
     base = base_model_path(run)
-    config = {"merge": cfg.merge, "model": cfg.model}
-    inputs = {"adapter": model_identity(str(adapter)), "base_model": model_identity(base)}
+    target = resolve_target(cfg.merge, base, cfg.cache_dir)
+    config = {"merge": cfg.merge, "model": cfg.model, "seed": cfg.seed}
+    inputs = {"adapters": [identity(a) for a in chosen], "base_model": identity(base)}
+    if target != base:
+        inputs["target"] = identity(target)
 
     def work(out: Path) -> dict:
-        return merge(cfg.merge, cfg.model, base, adapter, out, cfg.cache_dir)
+        return merge(cfg.merge, cfg.model, base, chosen, out, cfg.cache_dir, seed=cfg.seed)
 
     folder, _ = run.stage("merge", config, inputs, work)
     return folder / "model"
@@ -246,12 +264,24 @@ def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict:
 
 
 # --------------------------------------------------------------------------- entry
+def process_rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when run alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
     check_stages(list(cfg.stages))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and list(cfg.stages) != ["train"]:
+        raise PlatypusError(
+            f"stages={list(cfg.stages)} under a multi-process launcher: only training is distributed. Run "
+            f"`accelerate launch ... run.py stages=[train] train.dataset=...` (or hydra.run.dir=<run> after curate), "
+            f"then the other stages with plain `python run.py` in the same run folder."
+        )
     stages = set(cfg.stages)
     root.mkdir(parents=True, exist_ok=True)
     name = "-".join(str(cfg[g].name) for g in ("data", "lora", "merge"))
-    run = Run(cfg, root, tracking.start(cfg.logger, cfg, root, name))
+    tracker = tracking.start(cfg.logger, cfg, root, name) if process_rank() == 0 else tracking.Tracker()
+    run = Run(cfg, root, tracker)
     try:
         dataset = Path(cfg.train.dataset) if cfg.train.dataset else None
         if "curate" in stages:
@@ -259,7 +289,7 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
         elif dataset is None and run.finished("curate"):
             dataset = run.root / "curate" / "train.jsonl"
 
-        adapters = [Path(a) for a in cfg.merge.adapters]
+        adapters = [Path(a) for a in cfg.merge.adapters if a != "train"]  # "train": this run's, below
         if "train" in stages:
             if dataset is None:
                 raise PlatypusError(
@@ -273,12 +303,7 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
 
         merged = None
         if "merge" in stages:
-            if len(adapters) != 1:
-                raise PlatypusError(
-                    f"stages: 'merge' needs exactly one adapter (got {len(adapters)}). Add train to stages, or give "
-                    f"merge.adapters=[path/to/adapter]."
-                )
-            merged = merge_stage(run, adapters[0])
+            merged = merge_stage(run, adapters)  # checks the adapter count against merge.recipe
         elif run.finished("merge"):
             merged = run.root / "merge" / "model"
 

@@ -200,22 +200,28 @@ def train(
     """
     rows = read_jsonl(dataset_path)
     trainer = build_trainer(cfg, lora, model_cfg, base_path, rows, out_dir, seed, report_to, callbacks)
+    main = trainer.is_world_process_zero()
     trainable, total = count_trainable(trainer.model)
-    print(f"[platypus] trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)", flush=True)
+    if main:
+        print(f"[platypus] trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)", flush=True)
 
     checkpoints = Path(trainer.args.output_dir)
     resume = last_checkpoint(checkpoints) if cfg.resume == "auto" else None
-    if resume:
+    if resume and main:
         print(f"[platypus] resuming from {resume}", flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
 
+    # save_model runs on every process (FSDP / DeepSpeed ZeRO-3 gather the sharded weights there) and
+    # writes the adapter and tokenizer on the main process only; the rest is written there alone too.
     adapter = out_dir / "adapter"
-    trainer.model.save_pretrained(adapter)
-    trainer.processing_class.save_pretrained(adapter)
+    trainer.save_model(str(adapter))
     history = trainer.state.log_history
-    (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
-    plot_loss(history, out_dir / "loss.png")
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+        plot_loss(history, out_dir / "loss.png")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
 
     losses = [h["loss"] for h in history if "loss" in h]
     runtime = result.metrics.get("train_runtime") or float("nan")

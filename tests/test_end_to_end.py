@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import wandb_offline
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc", "truthfulqa_mc2": "mc2"}
 
@@ -63,13 +65,14 @@ def test_summary_has_four_benchmarks_for_both_models(run_dir):
         assert 0.0 <= model["leaderboard_avg"] <= 1.0
     assert json.loads((run_dir / "evaluate" / "results.json").read_text())
     stdout = (run_dir / "stdout.txt").read_text()
-    assert "leaderboard_avg" in stdout or "Average" in stdout
+    assert "| model | arc_challenge acc_norm" in stdout and "| average |" in stdout
+    assert "| merged |" in stdout and ("(+" in stdout or "(-" in stdout)  # deltas vs base
 
 
 def test_wandb_offline_run_holds_the_eval_metrics(run_dir):
-    summaries = list((run_dir / "wandb").glob("offline-run-*/files/wandb-summary.json"))
-    assert len(summaries) == 1
-    summary = json.loads(summaries[0].read_text())
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    summary = wandb_offline.summary(runs[0])
     for model in ("base", "merged"):
         assert 0.0 <= summary[f"eval/{model}/arc_challenge/acc_norm"] <= 1.0
         assert f"eval/{model}/leaderboard_avg" in summary

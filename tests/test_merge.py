@@ -26,12 +26,12 @@ def tiny_llama(folder: Path, tokenizer, seed: int, hidden: int = 32) -> Path:
     return folder
 
 
-def random_adapter(base: Path, folder: Path) -> Path:
+def random_adapter(base: Path, folder: Path, r: int = 4, alpha: int = 8, seed: int = 1,
+                   targets: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")) -> Path:
     """A LoRA whose B factors are random (not zero), so folding it changes the model."""
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["gate_proj", "up_proj", "down_proj"],
-                                      init_lora_weights=False))
+                           LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=False))
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(base).save_pretrained(folder)
     return folder
