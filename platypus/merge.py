@@ -170,37 +170,6 @@ def check_recipe(cfg: DictConfig, adapters: Sequence[Path]) -> list[float]:
 
 
 # --------------------------------------------------------------------------- identities
-@lru_cache(maxsize=None)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    return models.file_sha256(Path(path))
-
-
-def file_sha256(path: Path) -> str:
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def hub_revision(repo_id: str) -> str | None:
-    """The commit of the locally cached snapshot of a hub model (what was actually loaded)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # noqa: BLE001 - identity is best effort for hub ids
-        return None
-    return Path(found).parent.name if isinstance(found, str) else None
-
-
-def identity(ref: str | Path) -> dict:
-    """Path + sha256 of every weight/config file of a local folder, or hub id + cached revision."""
-    folder = Path(ref)
-    if folder.is_dir():
-        files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
-                 if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".model")}
-        return {"path": str(folder), "files": files}
-    return {"hub_id": str(ref), "revision": hub_revision(str(ref))}
-
-
 def resolve_target(cfg: DictConfig, base_path: str, cache_dir: str) -> str:
     """The model the adapter(s) are folded into: the base, or ``merge.target``."""
     target = cfg.target
@@ -283,7 +252,7 @@ def _same_tokenizer_files(adapter: Path, target_path: str) -> bool:
         return False
     for name in TOKENIZER_FILES:
         mine, theirs = adapter / name, target / name
-        if mine.is_file() != theirs.is_file() or (mine.is_file() and file_sha256(mine) != file_sha256(theirs)):
+        if mine.is_file() != theirs.is_file() or (mine.is_file() and models.file_sha256(mine) != models.file_sha256(theirs)):
             return False
     return True
 
@@ -399,8 +368,8 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     inputs = [
         {
             "path": str(adapter),
-            "weights_sha256": {f: file_sha256(adapter / f) for f in ADAPTER_WEIGHTS if (adapter / f).is_file()},
-            "config_sha256": file_sha256(adapter / "adapter_config.json"),
+            "weights_sha256": {f: models.file_sha256(adapter / f) for f in ADAPTER_WEIGHTS if (adapter / f).is_file()},
+            "config_sha256": models.file_sha256(adapter / "adapter_config.json"),
             "recorded_base": config.get("base_model_name_or_path"),
             "r": config.get("r"),
             "lora_alpha": config.get("lora_alpha"),
@@ -411,7 +380,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     ]
     card = {
         "recipe": cfg.recipe,
-        "target": identity(target_path),
+        "target": models.identity(target_path),
         "adapters": inputs,
         "adapter_recorded_base": configs[0].get("base_model_name_or_path"),
         "dtype": cfg.dtype,

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,12 +28,41 @@ def torch_dtype(name: str, key: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+@lru_cache(maxsize=None)
+def _sha256(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) in this process."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def hub_revision(repo_id: str) -> str | None:
+    """The commit of the locally cached snapshot of a hub model (what was actually loaded)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - identity is best effort for hub ids
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def identity(ref: str | Path) -> dict:
+    """Path + sha256 of every weight/config/data file of a local folder, or hub id + cached revision:
+    what manifests record and what stage reuse is keyed on."""
+    folder = Path(ref)
+    if folder.is_dir():
+        files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
+                 if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".jsonl", ".model")}
+        return {"path": str(folder), "files": files}
+    return {"hub_id": str(ref), "revision": hub_revision(str(ref))}
 
 
 def _package_folder(spec: str) -> Path:

@@ -32,11 +32,6 @@ LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "sentence-trans
 
 
 # --------------------------------------------------------------------------- helpers
-def folder_identity(folder: Path) -> dict[str, str]:
-    """sha256 of every weight/data file in a folder: what later stages are keyed on."""
-    return {p.name: models.file_sha256(p) for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".jsonl", ".json")}
-
-
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "platypus": __version__}
     for name in LIBRARIES:
@@ -134,13 +129,6 @@ def base_model_path(run: Run) -> str:
     return models.resolve(run.cfg.model.path, run.cfg.model.gguf_file, run.cfg.cache_dir)
 
 
-def model_identity(path: str) -> dict[str, Any]:
-    folder = Path(path)
-    if folder.is_dir():
-        return {"path": str(folder), "files": folder_identity(folder)}
-    return {"hub_id": path}
-
-
 def curate_stage(run: Run) -> Path:
     from platypus.curate import run_curate
     from platypus.data.benchmarks import load_benchmark_questions
@@ -173,7 +161,7 @@ def train_stage(run: Run, dataset: Path) -> Path:
     cfg = run.cfg
     base = base_model_path(run)
     config = {"model": cfg.model, "lora": cfg.lora, "train": {**to_plain(cfg.train), "dataset": None}, "seed": cfg.seed}
-    inputs = {"dataset": {"path": str(dataset), "sha256": models.file_sha256(dataset)}, "base_model": model_identity(base)}
+    inputs = {"dataset": {"path": str(dataset), "sha256": models.file_sha256(dataset)}, "base_model": models.identity(base)}
 
     def work(out: Path) -> dict:
         return train(cfg.train, cfg.lora, cfg.model, base, dataset, out, cfg.seed, run.tracker.report_to)
@@ -186,7 +174,7 @@ def train_stage(run: Run, dataset: Path) -> Path:
 
 def merge_stage(run: Run, adapters: list[Path]) -> Path | None:
     """``adapters``: this run's adapter(s); ``merge.adapters`` (paths, ``train`` = this run's) replaces them."""
-    from platypus.merge import check_recipe, identity, merge, resolve_target
+    from platypus.merge import check_recipe, merge, resolve_target
 
     cfg = run.cfg
     if cfg.merge.recipe == "none":
@@ -209,9 +197,9 @@ def merge_stage(run: Run, adapters: list[Path]) -> Path | None:
     base = base_model_path(run)
     target = resolve_target(cfg.merge, base, cfg.cache_dir)
     config = {"merge": cfg.merge, "model": cfg.model, "seed": cfg.seed}
-    inputs = {"adapters": [identity(a) for a in chosen], "base_model": identity(base)}
+    inputs = {"adapters": [models.identity(a) for a in chosen], "base_model": models.identity(base)}
     if target != base:
-        inputs["target"] = identity(target)
+        inputs["target"] = models.identity(target)
 
     def work(out: Path) -> dict:
         return merge(cfg.merge, cfg.model, base, chosen, out, cfg.cache_dir, seed=cfg.seed)
@@ -240,7 +228,7 @@ def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict:
         )
     eval_models = [EvalModel(label=label, pretrained=spec["pretrained"], peft=spec.get("peft")) for label, spec in chosen.items()]
     config = {"eval": cfg.eval, "benchmarks": cfg.benchmarks}
-    inputs = {m.label: {"model": model_identity(m.pretrained), "peft": m.peft and model_identity(m.peft)} for m in eval_models}
+    inputs = {m.label: {"model": models.identity(m.pretrained), "peft": m.peft and models.identity(m.peft)} for m in eval_models}
 
     def work(out: Path) -> dict:
         result = evaluate_models(cfg.eval, cfg.benchmarks, eval_models, out, Path(cfg.cache_dir))
