@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from platypus.errors import PlatypusError
 from platypus.evaluate.aggregate import AVERAGE, leaderboard_v1, size_weighted_mean, subject_breakdown
 from platypus.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names, subject_categories
+from platypus import models
 from platypus.models import torch_dtype
 
 # lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
@@ -61,19 +62,13 @@ def task_limit(eval_cfg: Mapping[str, Any], key: str) -> int | float | None:
     return int(limit) if limit >= 1 else float(limit)
 
 
-def _folder_identity(folder: Path) -> dict[str, Any]:
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return {"path": str(folder), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
-
-
 def model_identity(model: EvalModel) -> dict[str, Any]:
-    """Folder path + file sizes/mtimes (weights changed => new key), or the hub id."""
+    """The model's (and adapter's) identity as manifests record it: file hashes, or hub id + revision."""
     identity: dict[str, Any] = {}
     for role, where in (("pretrained", model.pretrained), ("peft", model.peft)):
-        if where is None:
-            continue
-        folder = Path(where).expanduser()
-        identity[role] = _folder_identity(folder.resolve()) if folder.is_dir() else {"hub_id": where}
+        if where is not None:
+            folder = Path(where).expanduser()
+            identity[role] = models.identity(folder.resolve() if folder.is_dir() else where)
     return identity
 
 
