@@ -72,13 +72,17 @@ def real_rows(cache_dir: Path) -> None:
     print(f"real: same kept set; speed-up {t_paper / t_ours:.0f}x", flush=True)
 
 
-def one_synthetic(n: int, check: bool) -> None:
+def one_synthetic(n: int, check: bool, screen: str, compare_exact: bool) -> None:
     vectors = synthetic(n)
     start = time.perf_counter()
-    result = semantic_dedup(vectors, THRESHOLD)
+    result = semantic_dedup(vectors, THRESHOLD, screen=screen)
     seconds = time.perf_counter() - start
     peak_gib = peak_rss_kib() / 2**20
-    line = f"synthetic n={n}: kept {int(result.keep.sum())} in {seconds:.2f} s, peak RSS {peak_gib:.2f} GiB"
+    line = f"synthetic n={n} screen={screen}: kept {int(result.keep.sum())} in {seconds:.2f} s, peak RSS {peak_gib:.2f} GiB"
+    if compare_exact:
+        exact, t_exact = timed(semantic_dedup, vectors, THRESHOLD, screen="off")
+        assert np.array_equal(exact.keep, result.keep), "screened != exact fp32"
+        line += f"; exact fp32 pass {t_exact:.1f} s, same kept set ({t_exact / seconds:.1f}x)"
     if check:
         naive, t_naive = timed(naive_loop, vectors, THRESHOLD)
         assert np.array_equal(naive, result.keep), "blocked != naive loop"
@@ -111,15 +115,20 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--screen", default="auto", help="curate.dedup.screen for the synthetic sizes (auto|off|bf16)")
+    parser.add_argument("--compare-exact-up-to", type=int, default=100_000,
+                        help="also run the unscreened fp32 pass up to this size and assert the same kept set")
     parser.add_argument("--synthetic", type=int, help=argparse.SUPPRESS)  # one size, in a subprocess
     args = parser.parse_args()
     if args.synthetic:
-        one_synthetic(args.synthetic, check=args.synthetic <= 10_000)
+        one_synthetic(args.synthetic, args.synthetic <= 10_000, args.screen,
+                      args.screen != "off" and args.synthetic <= args.compare_exact_up_to)
         return
     if not args.skip_real:
         real_rows(args.cache_dir)
     for n in args.sizes:
-        subprocess.run([sys.executable, __file__, "--synthetic", str(n)], check=True)
+        subprocess.run([sys.executable, __file__, "--synthetic", str(n), "--screen", args.screen,
+                        "--compare-exact-up-to", str(args.compare_exact_up_to)], check=True)
 
 
 if __name__ == "__main__":

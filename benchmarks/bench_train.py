@@ -3,8 +3,10 @@
 The paper's side is a faithful re-implementation of Platypus' finetune.py (itself alpaca-lora's): the Alpaca
 prompt, ``tokenizer(prompt + output)`` truncated to cutoff_len with the end token appended, labels -100 over the
 prompt, the HF Trainer over right-padded micro-batches from DataCollatorForSeq2Seq(pad_to_multiple_of=8), no
-packing. Both sides: SmolLM2-135M-Instruct, the same rows of the bundled Open-Platypus set (one epoch), the
-same LoRA (lora=platypus), learning rate, schedule, global batch and seed, fp32 on CPU with the same threads.
+packing, fp32 (the paper trained in fp16 on GPUs; the HF Trainer has no fp16 on CPU). Ours: the cpu_quick preset
+(packing, train.precision=auto = bf16 autocast on CPUs with AMX/AVX512-BF16; --ours-precision fp32 for the
+ablation). Both sides: SmolLM2-135M-Instruct, the same rows of the bundled Open-Platypus set (one epoch), the
+same LoRA (lora=platypus), learning rate, schedule, global batch, seed and threads.
 Each side runs in its own subprocess (peak RSS = its VmHWM). Reported: non-padding tokens/s (the Trainer's
 num_input_tokens_seen / train_runtime), the ratio, peak RSS, and the loss after the same tokens: the mean
 response-token loss of each trained adapter on held-out rows (the rows after --rows), measured identically.
@@ -151,7 +153,7 @@ def build_ours(args, base: str, rows: list[dict], tokenizer):
         OmegaConf.structured(TrainConfig), preset,
         {"max_steps": -1, "num_epochs": 1, "cutoff_len": args.cutoff, "global_batch_size": args.global_batch,
          "micro_batch_size": args.ours_micro_batch or preset.micro_batch_size, "learning_rate": args.lr, "warmup_steps": args.warmup,
-         "save_steps": 10**9, "threads": args.threads, "packing": not args.ours_no_packing, "precision": "fp32"},
+         "save_steps": 10**9, "threads": args.threads, "packing": not args.ours_no_packing, "precision": args.ours_precision},
     )
     lora = OmegaConf.merge(OmegaConf.structured(LoraConfig), OmegaConf.load(conf / "lora" / "platypus.yaml"))
     model = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "smollm2", "path": base, "dtype": "float32"})
@@ -206,6 +208,7 @@ def main() -> None:
     parser.add_argument("--global-batch", type=int, default=4, help="global batch (cpu_quick: 4)")
     parser.add_argument("--ours-micro-batch", type=int, default=0, help="our micro-batch (packed blocks); default: cpu_quick's")
     parser.add_argument("--ours-no-packing", action="store_true", help="our trainer without packing (ablation)")
+    parser.add_argument("--ours-precision", default="auto", help="our train.precision (auto: bf16 autocast on AMX CPUs)")
     parser.add_argument("--paper-micro-batch", type=int, default=4, help="the paper side's micro-batch (rows)")
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--warmup", type=int, default=2)

@@ -78,55 +78,42 @@ def _rank(config: dict) -> tuple[int, dict]:
     return int(config.get("r", 0)), dict(config.get("rank_pattern") or {})
 
 
-def check_recipe(cfg: DictConfig, adapters: Sequence[Path]) -> list[float]:
-    """Check the recipe against the adapters (configs only); return the weights to use."""
+def check_settings(cfg: DictConfig) -> None:
+    """The ``merge.*`` values that need no adapter: recipe, dtype, weights and combination options
+    (checked at the start of the run, and again by :func:`check_recipe`)."""
     if cfg.recipe not in RECIPES:
-        raise PlatypusError(f"merge.recipe={cfg.recipe!r}: use one of {list(RECIPES)}.")
-    models.torch_dtype(cfg.dtype, "merge.dtype")
-    if not adapters:
         raise PlatypusError(
-            "stages: 'merge' needs an adapter. Add train to stages, or give merge.adapters=[path/to/adapter]."
+            f"merge.recipe={cfg.recipe!r}: use one of {list(RECIPES)} (or pick a preset: merge=into_base|into_model|"
+            f"weighted_cat|none ...)."
         )
+    models.torch_dtype(cfg.dtype, "merge.dtype")
     weights = [float(w) for w in cfg.weights]
     if cfg.recipe != "weighted":
-        if len(adapters) != 1:
-            raise PlatypusError(
-                f"merge.recipe={cfg.recipe} folds exactly one adapter (got {len(adapters)}: "
-                f"{[str(a) for a in adapters]}). To combine several use merge.recipe=weighted "
-                f"(e.g. merge=weighted_cat), or give one adapter in merge.adapters=[...]."
-            )
         if weights or cfg.density is not None:
             raise PlatypusError(
-                f"merge.weights / merge.density apply to merge.recipe=weighted only (recipe is {cfg.recipe})."
+                f"merge.weights / merge.density apply to merge.recipe=weighted only (recipe is {cfg.recipe}); "
+                f"remove them (merge.weights=[] merge.density=null) or use merge.recipe=weighted."
             )
-        adapter_config(adapters[0])  # a PEFT folder
-        return [1.0]
-
+        return
     if cfg.combination not in COMBINATIONS:
         raise PlatypusError(
             f"merge.combination={cfg.combination!r} is not one of PEFT's add_weighted_adapter combination types: "
             f"{list(COMBINATIONS)}."
         )
-    if weights and len(weights) != len(adapters):
-        raise PlatypusError(
-            f"merge.weights has {len(weights)} weight(s) for {len(adapters)} adapter(s); give one weight per "
-            f"adapter, in the order of merge.adapters, or leave merge.weights empty for 1.0 each."
-        )
-    weights = weights or [1.0] * len(adapters)
     for i, w in enumerate(weights):
         if not math.isfinite(w) or w < 0:
             raise PlatypusError(
                 f"merge.weights[{i}]={w}: weights must be finite and >= 0 (negative weights, i.e. subtracting an "
                 f"adapter, are not supported by this stage)."
             )
-    if sum(weights) == 0:
+    if weights and sum(weights) == 0:
         raise PlatypusError("merge.weights are all 0: the merge would leave the target unchanged.")
     density = cfg.density
     if cfg.combination in USES_DENSITY:
         if density is None or not (0 < density <= 1):
             raise PlatypusError(
                 f"merge.combination={cfg.combination} needs merge.density in (0, 1] (the fraction of values kept), "
-                f"got {density}."
+                f"got {density}; set e.g. merge.density=0.5."
             )
     elif density is not None:
         raise PlatypusError(
@@ -143,6 +130,31 @@ def check_recipe(cfg: DictConfig, adapters: Sequence[Path]) -> list[float]:
             f"merge.svd_rank={cfg.svd_rank}: a positive rank, used by the *svd combinations only "
             f"(combination is {cfg.combination})."
         )
+
+
+def check_recipe(cfg: DictConfig, adapters: Sequence[Path]) -> list[float]:
+    """Check the recipe against the adapters (configs only); return the weights to use."""
+    check_settings(cfg)
+    if not adapters:
+        raise PlatypusError(
+            "stages: 'merge' needs an adapter. Add train to stages, or give merge.adapters=[path/to/adapter]."
+        )
+    weights = [float(w) for w in cfg.weights]
+    if cfg.recipe != "weighted":
+        if len(adapters) != 1:
+            raise PlatypusError(
+                f"merge.recipe={cfg.recipe} folds exactly one adapter (got {len(adapters)}: "
+                f"{[str(a) for a in adapters]}). To combine several use merge.recipe=weighted "
+                f"(e.g. merge=weighted_cat), or give one adapter in merge.adapters=[...]."
+            )
+        adapter_config(adapters[0])  # a PEFT folder
+        return [1.0]
+    if weights and len(weights) != len(adapters):
+        raise PlatypusError(
+            f"merge.weights has {len(weights)} weight(s) for {len(adapters)} adapter(s); give one weight per "
+            f"adapter, in the order of merge.adapters, or leave merge.weights empty for 1.0 each."
+        )
+    weights = weights or [1.0] * len(adapters)
 
     configs = [adapter_config(a) for a in adapters]
     for adapter, config in zip(adapters, configs):
@@ -222,7 +234,8 @@ def check_compatible(target_path: str, adapter: Path, trust_remote_code: bool) -
             details = "; ".join(f"{k}: adapter base {a} vs target {b}" for k, (a, b) in diff.items())
             raise PlatypusError(
                 f"merge: the adapter {adapter} was trained on {recorded}, whose architecture/shape differs from the "
-                f"target {target_path}: {details}. A LoRA merges only into a model of the same architecture and sizes."
+                f"target {target_path}: {details}. A LoRA merges only into a model of the same architecture and sizes: "
+                f"choose such a merge.target (or merge=into_base to fold it into its own base)."
             )
     elif recorded:
         warnings.append(f"adapter {adapter}: its recorded base {recorded!r} is not available locally; architecture "

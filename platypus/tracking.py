@@ -1,7 +1,9 @@
-"""Experiment tracking: one W&B run per pipeline run (offline by default), or nothing.
+"""Experiment tracking: one W&B run per pipeline run / sweep job (offline by default), or nothing.
 
 Summary keys are stable across runs so a W&B run table compares them: ``curate/<count>``,
-``train/<metric>``, ``eval/<model>/<task>/<metric>``, ``eval/<model>/leaderboard_avg``.
+``train/<metric>``, ``eval/<model>/<task>/<metric>``, ``eval/<model>/leaderboard_avg``. Under
+``--multirun`` every job's run is grouped by its sweep folder, its name is made of the job's
+overrides and its ``job_type`` is the stages it runs (``curate+train+merge+evaluate``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def redact(value: Any) -> Any:
         return {k: "***" if any(w in str(k).lower() for w in SECRET_WORDS) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str) and "=" in value:  # a command-line override: key=value
+        key, _, _ = value.partition("=")
+        if any(w in key.lower() for w in SECRET_WORDS):
+            return f"{key}=***"
     return value
 
 
@@ -40,6 +46,9 @@ class Tracker:
     def image(self, key: str, path: Path) -> None:
         pass
 
+    def summary(self, values: dict[str, Any]) -> None:
+        """Set run-level values (no history step)."""
+
     def finish(self) -> None:
         pass
 
@@ -47,7 +56,8 @@ class Tracker:
 class WandbTracker(Tracker):
     report_to = ["wandb"]
 
-    def __init__(self, cfg: DictConfig, resolved: dict, run_dir: Path, name: str):
+    def __init__(self, cfg: DictConfig, resolved: dict, run_dir: Path, name: str,
+                 group: str | None = None, job_type: str | None = None):
         import wandb
 
         if cfg.mode not in ("offline", "online", "disabled"):
@@ -57,7 +67,8 @@ class WandbTracker(Tracker):
         self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity,
-            group=cfg.group,
+            group=group,
+            job_type=job_type,
             tags=list(cfg.tags),
             name=name,
             mode=cfg.mode,
@@ -78,13 +89,70 @@ class WandbTracker(Tracker):
         if path.is_file():
             self.run.log({key: self._wandb.Image(str(path))})
 
+    def summary(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            self.run.summary[key] = value
+
     def finish(self) -> None:
         self.run.finish()
 
 
-def start(cfg: DictConfig, root: DictConfig, run_dir: Path, name: str) -> Tracker:
+def hydra_job() -> dict[str, Any]:
+    """This job's Hydra context: ``{"overrides", "override_dirname", "multirun", "sweep_dir", "job_num"}``
+    (empty outside Hydra, e.g. when the pipeline is called from Python)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    multirun = hydra.mode == RunMode.MULTIRUN
+    swept = os.environ.get(SWEPT_ENV, "")
+    return {
+        "overrides": list(hydra.overrides.task),
+        "override_dirname": hydra.job.override_dirname,
+        "multirun": multirun,
+        "sweep_dir": str(hydra.sweep.dir) if multirun else None,
+        "job_num": hydra.job.num if multirun else None,
+        "swept": [k for k in swept.split(",") if k] if multirun else [],
+    }
+
+
+# Set by platypus.report.SweepSummaryCallback at the start of a --multirun: the keys the sweep varies.
+SWEPT_ENV = "PLATYPUS_SWEPT_KEYS"
+
+
+def run_name(overrides: list[str], fallback: str, swept: list[str] | None = None, limit: int = 96) -> str:
+    """A short run name from a job's overrides (``lora=attention,threshold=0.7``): only the swept keys when
+    known, keys shortened to their last part, path-like values left out; ``fallback`` when nothing is left."""
+    pairs = []
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if sep and "/" not in value and not key.startswith("hydra"):
+            pairs.append((key, value))
+    if swept and any(key in swept for key, _ in pairs):
+        pairs = [(key, value) for key, value in pairs if key in swept]
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in pairs]
+    name = ",".join(parts)
+    if not name:
+        return fallback
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def start(cfg: DictConfig, root: DictConfig, run_dir: Path, name: str, job: dict[str, Any] | None = None,
+          job_type: str | None = None) -> Tracker:
+    """``job``: :func:`hydra_job`. Group: ``logger.group`` if set, else the sweep folder under --multirun."""
     if cfg.name == "none":
         return Tracker()
     if cfg.name == "wandb":
-        return WandbTracker(cfg, OmegaConf.to_container(root, resolve=True), run_dir, name)
+        job = job or {}
+        group = cfg.group or job.get("sweep_dir")
+        if group and len(group) > 128:  # W&B's limit: keep the distinctive end (<date>/<time>)
+            group = group[-128:]
+        if job.get("overrides"):
+            name = run_name(job["overrides"], name, job.get("swept"))
+        resolved = OmegaConf.to_container(root, resolve=True)
+        if job:
+            resolved["hydra_job"] = {k: job[k] for k in ("overrides", "sweep_dir", "job_num", "swept")}
+        return WandbTracker(cfg, resolved, run_dir, name, group=group, job_type=job_type)
     raise PlatypusError(f"logger.name={cfg.name!r}: use wandb or none (config group logger=wandb|none).")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from transformers import TrainerCallback
 
-from platypus import models
+from platypus import hardware, models
 from platypus.errors import PlatypusError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -93,16 +95,107 @@ def gradient_accumulation(global_batch: int, micro_batch: int, world_size: int) 
     return global_batch // per_step
 
 
+RESUME = ("auto", "never")
+LORA_BIAS = ("none", "all", "lora_only")
+
+
+def check_settings(cfg: DictConfig, lora: DictConfig) -> None:
+    """Every ``train.*`` / ``lora.*`` value that needs no model: at the start of the run and before training."""
+    if cfg.resume not in RESUME:
+        raise PlatypusError(
+            f"train.resume={cfg.resume!r}: use auto (continue from the newest checkpoint) or never (start over)."
+        )
+    resolve_precision(cfg.precision, torch.cuda.is_available())
+    if cfg.template != "chat":
+        load_template(cfg.template)
+    for key in ("global_batch_size", "micro_batch_size", "cutoff_len", "save_steps", "logging_steps"):
+        if cfg[key] < 1:
+            raise PlatypusError(f"train.{key}={cfg[key]} must be a positive integer; set train.{key}=<n >= 1>.")
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise PlatypusError(
+            f"train.max_steps={cfg.max_steps}: give a positive number of optimizer steps, or -1 to train for "
+            f"train.num_epochs."
+        )
+    if cfg.max_steps == -1 and not cfg.num_epochs > 0:
+        raise PlatypusError(
+            f"train.num_epochs={cfg.num_epochs} with train.max_steps=-1 trains nothing; set train.num_epochs > 0 "
+            f"(e.g. 1) or train.max_steps=<steps>."
+        )
+    if not cfg.learning_rate > 0:
+        raise PlatypusError(f"train.learning_rate={cfg.learning_rate} must be > 0 (the paper: 4e-4 for 13B).")
+    if cfg.warmup_steps < 0 or cfg.weight_decay < 0:
+        raise PlatypusError(
+            f"train.warmup_steps={cfg.warmup_steps} / train.weight_decay={cfg.weight_decay} must be >= 0."
+        )
+    if cfg.threads is not None and cfg.threads < 1:
+        raise PlatypusError(f"train.threads={cfg.threads}: give a positive number of CPU threads, or null.")
+    gradient_accumulation(cfg.global_batch_size, cfg.micro_batch_size, int(os.environ.get("WORLD_SIZE", "1")))
+    if not list(lora.target_modules):
+        raise PlatypusError(
+            "lora.target_modules is empty; list module names (e.g. lora.target_modules=[gate_proj,up_proj,down_proj]) "
+            "or choose a preset (lora=platypus|attention|all_linear)."
+        )
+    for key in ("r", "alpha"):
+        if lora[key] < 1:
+            raise PlatypusError(f"lora.{key}={lora[key]} must be a positive integer (the paper: 16); set lora.{key}=<n >= 1>.")
+    if not 0 <= lora.dropout < 1:
+        raise PlatypusError(f"lora.dropout={lora.dropout} is outside [0, 1); e.g. lora.dropout=0.05.")
+    if lora.bias not in LORA_BIAS:
+        raise PlatypusError(f"lora.bias={lora.bias!r}: use one of {', '.join(LORA_BIAS)} (lora.bias=none trains no biases).")
+
+
 def count_trainable(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
 
 
+def resolve_precision(asked: str, cuda: bool) -> str:
+    """``auto``: bf16 on CUDA GPUs that have it (fp16 on older ones); on CPU bf16 autocast where the CPU
+    computes bf16 natively, else fp32. LoRA weights and optimizer state stay fp32 either way."""
+    if asked not in ("auto", "fp32", "bf16", "fp16"):
+        raise PlatypusError(f"train.precision={asked!r}: use auto, fp32, bf16 or fp16.")
+    if asked == "fp16" and not cuda:
+        raise PlatypusError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (autocast) or fp32.")
+    if asked != "auto":
+        return asked
+    if cuda:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if hardware.cpu_has_native_bf16() else "fp32"
+
+
+def _complete_state(path: Path) -> bool:
+    """trainer_state.json exists and parses: a process killed while writing it leaves a truncated file."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_checkpoint(folder: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing (its trainer_state.json is written last)."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    done = [p for p in folder.glob("checkpoint-*") if _complete_state(p / "trainer_state.json")]
     return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+class TokensPerSecond(TrainerCallback):
+    """Adds ``tokens_per_second`` (non-padding input tokens since the previous log) to every training log,
+    so W&B and the console show throughput per step. Registered first, so the reporting callbacks see it."""
+
+    def __init__(self):
+        self.last: tuple[float, int] | None = None  # (time, tokens) at the previous log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = (time.perf_counter(), state.num_input_tokens_seen)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or self.last is None:
+            return
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        if now > self.last[0]:
+            logs["tokens_per_second"] = round((tokens - self.last[1]) / (now - self.last[0]), 2)
+        self.last = (now, tokens)
 
 
 # --------------------------------------------------------------------------- stage
@@ -124,12 +217,9 @@ def build_trainer(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.resume not in ("auto", "never"):
-        raise PlatypusError(f"train.resume={cfg.resume!r}: use auto or never.")
+    check_settings(cfg, lora)
     cuda = torch.cuda.is_available()
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if cuda else "fp32")
-    if precision not in ("fp32", "bf16"):
-        raise PlatypusError(f"train.precision={cfg.precision!r}: use auto, fp32 or bf16.")
+    precision = resolve_precision(cfg.precision, cuda)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = gradient_accumulation(cfg.global_batch_size, cfg.micro_batch_size, world_size)
     dataset = Dataset.from_list(to_prompt_completion(rows, cfg.template))
@@ -150,10 +240,12 @@ def build_trainer(
         weight_decay=cfg.weight_decay,
         max_length=cfg.cutoff_len,
         packing=cfg.packing,
+        pad_to_multiple_of=cfg.pad_to_multiple_of,
         completion_only_loss=not cfg.train_on_inputs,
         activation_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing=False,  # deprecated name (TRL defaults it to True); set through the new one
         bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=not cuda,
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
@@ -165,7 +257,7 @@ def build_trainer(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -180,6 +272,8 @@ def build_trainer(
         ),
         callbacks=callbacks,
     )
+    trainer.callback_handler.callbacks.insert(0, TokensPerSecond())
+    return trainer
 
 
 def train(

@@ -14,8 +14,10 @@ from platypus.errors import PlatypusError
 from platypus.pipeline import check_stages
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# sweep presets (+sweep=...) and hydra/launcher presets are composed in tests/test_sweep.py.
 OPTIONS = sorted(
-    (group.name, path.stem) for group in CONF.iterdir() if group.is_dir() for path in group.glob("*.yaml")
+    (group.name, path.stem) for group in CONF.iterdir()
+    if group.is_dir() and group.name not in ("sweep", "hydra") for path in group.glob("*.yaml")
 )
 register()
 

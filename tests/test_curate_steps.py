@@ -83,7 +83,8 @@ def test_semantic_dedup_chain_needs_exact_greedy_order():
 
 @pytest.mark.parametrize("keep", ["first", "longest"])
 @pytest.mark.parametrize("block_size", [7, 64, 1000])
-def test_blocked_dedup_equals_naive_loop_on_planted_duplicates(keep, block_size, monkeypatch):
+@pytest.mark.parametrize("screen", ["off", "bf16"])
+def test_blocked_dedup_equals_naive_loop_on_planted_duplicates(keep, block_size, screen, monkeypatch):
     import platypus.curate.semantic as module
 
     monkeypatch.setattr(module, "KEPT_CHUNK_ELEMENTS", 5000)  # several kept chunks per block
@@ -100,7 +101,7 @@ def test_blocked_dedup_equals_naive_loop_on_planted_duplicates(keep, block_size,
     lengths = rng.integers(0, 20, len(emb))  # many ties
     order = np.argsort(-lengths, kind="stable") if keep == "longest" else None
     for threshold in (0.6, 0.8, 0.95):
-        result = semantic_dedup(emb, threshold, keep, lengths, block_size)
+        result = semantic_dedup(emb, threshold, keep, lengths, block_size, screen)
         expected = naive_dedup(emb, threshold, order)
         assert 0 < (~expected).sum() < len(emb) - 300
         assert result.keep.tolist() == expected.tolist()
@@ -109,6 +110,25 @@ def test_blocked_dedup_equals_naive_loop_on_planted_duplicates(keep, block_size,
         assert (result.score[removed] >= threshold).all()
         sims = (emb[removed] * emb[result.match[removed]]).sum(1)
         np.testing.assert_allclose(sims, result.score[removed], atol=1e-5)
+
+
+def test_bf16_screen_keeps_rows_a_hair_below_the_threshold():
+    """Pairs at threshold +- 1e-4 (far below bf16 resolution) decide exactly as in fp32."""
+    rng = np.random.default_rng(1)
+    dim, threshold = 64, 0.8
+    anchors = rng.standard_normal((50, dim)).astype(np.float32)
+    anchors /= np.linalg.norm(anchors, axis=1, keepdims=True)
+    rows = [anchors]
+    for delta in (-1e-4, 1e-4):
+        target = threshold + delta
+        ortho = rng.standard_normal((50, dim)).astype(np.float32)
+        ortho -= (ortho * anchors).sum(1, keepdims=True) * anchors
+        ortho /= np.linalg.norm(ortho, axis=1, keepdims=True)
+        rows.append(target * anchors + np.sqrt(1 - target**2) * ortho)
+    emb = np.concatenate(rows).astype(np.float32)
+    expected = naive_dedup(emb, threshold, None)
+    assert expected[50:100].all() and not expected[100:].any()  # below the threshold kept, above removed
+    assert semantic_dedup(emb, threshold, screen="bf16").keep.tolist() == expected.tolist()
 
 
 # --------------------------------------------------------------------------- decontaminate

@@ -127,4 +127,13 @@ def test_rerun_skips_finished_tasks(runs, monkeypatch, cache_dir):
     assert [name for name in before if before[name] != after[name]] == ["truthfulqa_mc2.json"]
 
 
+def test_another_run_reuses_the_cached_task_results(runs, monkeypatch, cache_dir, tmp_path):
+    """A different output folder (another run) with the same model files and settings loads nothing."""
+    monkeypatch.setattr(runner, "load_lm", lambda *a: pytest.fail("the cached results should have been reused"))
+    again = evaluate_models(runs["cfg"].eval, runs["cfg"].benchmarks, [EvalModel("tiny", str(runs["model"]))],
+                            tmp_path / "other_run", cache_dir)
+    assert again["summary"] == runs["ours"]["summary"]
+    assert (tmp_path / "other_run" / "tiny" / "arc_challenge.json").is_file()
+
+
 runs_lm = runner.load_lm

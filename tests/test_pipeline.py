@@ -12,7 +12,8 @@ from platypus.errors import PlatypusError
 from platypus.pipeline import run_pipeline
 from tests.test_config import CONF
 
-SMALL_CURATE = ["logger=none", "data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
+# stage_cache=null: these tests are about one run folder (the cross-run cache: tests/test_sweep.py)
+SMALL_CURATE = ["logger=none", "stage_cache=null", "data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
 
 
 def config(*overrides: str):
@@ -59,7 +60,7 @@ def test_same_config_and_seed_give_a_byte_identical_curated_set(tmp_path):
 
 def test_evaluate_alone_on_an_explicit_model(tmp_path, tiny_model_dir):
     cfg = config(
-        "stages=[evaluate]", "logger=none", f"evaluate.models=[{tiny_model_dir}]", "eval.dtype=float32",
+        "stages=[evaluate]", "logger=none", "stage_cache=null", f"evaluate.models=[{tiny_model_dir}]", "eval.dtype=float32",
         "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=2",
     )
     run_pipeline(cfg, tmp_path)

@@ -43,3 +43,4 @@ def test_packed_loss_equals_per_document_losses(tiny_model_dir, tmp_path):
     with torch.no_grad():
         leaky = net(input_ids=ids, labels=labels, use_cache=False).loss.item()
     assert abs(leaky - packed) > 1e-3
+

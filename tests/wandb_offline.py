@@ -46,3 +46,29 @@ def summary(run_folder: Path) -> dict:
             key = item.key or "/".join(item.nested_key)
             values[key] = json.loads(item.value_json)
     return values
+
+
+def history(run_folder: Path) -> list[dict]:
+    """Every logged history row (one per ``wandb.log`` call), in order."""
+    rows = []
+    for record in records(next(run_folder.glob("run-*.wandb"))):
+        if record.HasField("history"):
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+    return rows
+
+
+def run_info(run_folder: Path) -> dict:
+    """The run record: ``{"group", "job_type", "name", "tags", "config"}`` (config: the logged values)."""
+    info: dict = {"config": {}}
+    for record in records(next(run_folder.glob("run-*.wandb"))):
+        if record.HasField("run"):
+            run = record.run
+            info.update(group=run.run_group, job_type=run.job_type, name=run.display_name, tags=list(run.tags))
+            items = run.config.update
+        elif record.HasField("config"):
+            items = record.config.update
+        else:
+            continue
+        for item in items:
+            info["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return info

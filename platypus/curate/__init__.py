@@ -33,17 +33,20 @@ def validate(cfg: Any) -> None:
     """Refuse out-of-range thresholds and unknown policies before any work starts."""
     for key, value in (("dedup.threshold", cfg.dedup.threshold), ("decontaminate.threshold", cfg.decontaminate.threshold)):
         if not 0 < value <= 1:
-            raise PlatypusError(f"curate.{key}={value} is outside (0, 1]; cosine thresholds such as 0.8 are expected.")
+            raise PlatypusError(
+                f"curate.{key}={value} is outside (0, 1]; it is a cosine similarity: set curate.{key} to a value "
+                f"in (0, 1], e.g. curate.{key}=0.8 (the paper's)."
+            )
     for key, value, known in (
         ("dedup.keep", cfg.dedup.keep, KEEP_POLICIES),
         ("decontaminate.policy", cfg.decontaminate.policy, POLICIES),
         ("on_bad_row", cfg.on_bad_row, ("error", "skip")),
     ):
         if value not in known:
-            raise PlatypusError(f"curate.{key}={value!r} is not known; use one of {', '.join(known)}.")
+            raise PlatypusError(f"curate.{key}={value!r} is not known; use one of {', '.join(known)} (curate.{key}=...).")
     for key, value in (("dedup.block_size", cfg.dedup.block_size), ("embedding.batch_size", cfg.embedding.batch_size)):
         if value < 1:
-            raise PlatypusError(f"curate.{key}={value} must be a positive integer.")
+            raise PlatypusError(f"curate.{key}={value} must be a positive integer; set curate.{key}=<n >= 1>.")
     if cfg.decontaminate.ngram is not None and cfg.decontaminate.ngram < 1:
         raise PlatypusError(f"curate.decontaminate.ngram={cfg.decontaminate.ngram} must be a positive integer or null.")
 
@@ -95,6 +98,7 @@ def run_curate(
             cfg.dedup.keep,
             [len(rows[i]["output"]) for i in current],
             cfg.dedup.block_size,
+            cfg.dedup.screen,
         )
         for local in np.flatnonzero(~dedup.keep):
             row, kept = rows[current[local]], rows[current[dedup.match[local]]]

@@ -11,6 +11,7 @@ import gzip
 import json
 import random
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,14 +37,47 @@ class BadRow(Exception):
     """A record that cannot become a training row (unparseable, missing field, empty text)."""
 
 
+def check_mixture(data_cfg: Any) -> None:
+    """The mixture's settings that need no file (sources listed, field maps, fraction, max_rows, sample):
+    checked at the start of the run and again when the mixture is loaded."""
+    if not data_cfg.sources:
+        raise PlatypusError(
+            f"data.sources of data mixture '{data_cfg.name}' is empty; list at least one source "
+            f"(see conf/data/ for examples)."
+        )
+    for name, src in data_cfg.sources.items():
+        key = f"data.sources.{name}"
+        fields = dict(src.fields)
+        for required in ("instruction", "output"):
+            if required not in fields:
+                raise PlatypusError(
+                    f"{key}.fields has no mapping for '{required}' (it maps {fields}); add one, e.g. "
+                    f"+{key}.fields.{required}=<column of the source>."
+                )
+        if src.fraction is not None and not 0 < src.fraction <= 1:
+            raise PlatypusError(
+                f"{key}.fraction={src.fraction} is outside (0, 1]: it is the share of the source's rows kept. "
+                f"Set it in (0, 1] (e.g. {key}.fraction=0.5), or null to keep every row."
+            )
+        if src.max_rows is not None and src.max_rows < 1:
+            raise PlatypusError(
+                f"{key}.max_rows={src.max_rows} must be a positive number of rows; set {key}.max_rows=<n >= 1>, "
+                f"or null for no cap."
+            )
+    if data_cfg.sample is not None and data_cfg.sample < 1:
+        raise PlatypusError(
+            f"data.sample={data_cfg.sample} must be a positive number of rows; set data.sample=<n >= 1>, or "
+            f"null to use the whole mixture."
+        )
+
+
 def load_mixture(data_cfg: Any, on_bad_row: str, seed: int) -> tuple[list[dict], dict]:
     """All rows of ``data_cfg.sources`` in source order, and a report of what each step kept."""
     if on_bad_row not in ON_BAD_ROW:
         raise PlatypusError(
             f"curate.on_bad_row={on_bad_row!r} is not known; use one of {', '.join(ON_BAD_ROW)}."
         )
-    if not data_cfg.sources:
-        raise PlatypusError(f"data.sources of data mixture '{data_cfg.name}' is empty; list at least one source.")
+    check_mixture(data_cfg)
     rows: list[dict] = []
     report: dict[str, Any] = {"sources": {}}
     for name, src in data_cfg.sources.items():
@@ -52,8 +86,6 @@ def load_mixture(data_cfg: Any, on_bad_row: str, seed: int) -> tuple[list[dict],
         report["sources"][name] = source_report
     report["rows_before_sample"] = len(rows)
     if data_cfg.sample is not None:
-        if data_cfg.sample < 1:
-            raise PlatypusError(f"data.sample={data_cfg.sample} must be a positive number of rows (or null).")
         rows = _sample_in_order(rows, data_cfg.sample, random.Random(f"{seed}:sample"))
     report["sample"] = data_cfg.sample
     report["total"] = len(rows)
@@ -68,34 +100,35 @@ def load_mixture(data_cfg: Any, on_bad_row: str, seed: int) -> tuple[list[dict],
 
 def _load_source(name: str, src: Any, on_bad_row: str, seed: int) -> tuple[list[dict], dict]:
     key = f"data.sources.{name}"
-    fields = dict(src.fields)
-    for required in ("instruction", "output"):
-        if required not in fields:
-            raise PlatypusError(f"{key}.fields has no mapping for '{required}'; add e.g. {required}: <column>.")
+    fields = dict(src.fields)  # required mappings, fraction and max_rows: checked by check_mixture
     rows: list[dict] = []
     bad: list[str] = []
     n_read = 0
-    for record in _records(src, key):
-        n_read += 1
-        try:
-            rows.append(_to_row(record, fields, src.data_source or name))
-        except BadRow as exc:
-            message = f"{record.where}: {exc}"
-            if on_bad_row == "error":
-                raise PlatypusError(
-                    f"Bad row in source {key} at {message}. Fix the file, or set curate.on_bad_row=skip "
-                    "to drop such rows (they are counted and listed in the curate report)."
-                ) from None
-            bad.append(message)
+    try:
+        for record in _records(src, key):
+            n_read += 1
+            try:
+                rows.append(_to_row(record, fields, src.data_source or name))
+            except BadRow as exc:
+                message = f"{record.where}: {exc}"
+                if on_bad_row == "error":
+                    raise PlatypusError(
+                        f"Bad row in source {key} at {message}. Fix the file (or the column mapping {key}.fields), "
+                        "or set curate.on_bad_row=skip to drop such rows (they are counted and listed in the curate "
+                        "report)."
+                    ) from None
+                bad.append(message)
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # unreadable file: permissions, broken gzip
+        raise PlatypusError(
+            f"Data file '{src.path}' (config key {key}.path) could not be read after {n_read} record(s): "
+            f"{type(exc).__name__}: {exc}. Check that the file is readable and complete (a .gz must be a whole gzip "
+            f"file), or point {key}.path at another file."
+        ) from None
     rows = _keyword_filter(rows, list(src.keywords))
     after_keywords = len(rows)
     if src.fraction is not None:
-        if not 0 < src.fraction <= 1:
-            raise PlatypusError(f"{key}.fraction={src.fraction} is outside (0, 1].")
         rows = _sample_in_order(rows, round(src.fraction * len(rows)), random.Random(f"{seed}:{name}"))
     if src.max_rows is not None:
-        if src.max_rows < 1:
-            raise PlatypusError(f"{key}.max_rows={src.max_rows} must be a positive number of rows (or null).")
         rows = rows[: src.max_rows]
     report = {
         "path": str(src.path),
@@ -192,8 +225,14 @@ def _open_text(path: Path):
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    with _open_text(path) as fh:
-        for line_no, line in enumerate(fh, start=1):
+    """Line by line as bytes, so that a line that is not UTF-8 is named by its number like any bad row."""
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield Record(f"{path}:{line_no}", ValueError(f"not UTF-8 text: {exc.reason} at byte {exc.start}"))
+                continue
             if not line.strip():
                 continue
             try:

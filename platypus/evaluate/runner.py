@@ -4,7 +4,8 @@ Each model is loaded once (``HFLM``) and each suite task is one ``simple_evaluat
 few-shot counts and limits differ per task. A task's result file carries a settings key (model
 identity, task, few-shot, limit, batch size, dtype, lm-eval version, benchmark definition), so a
 rerun skips tasks already done with the same settings and a model whose tasks are all done is
-never loaded. Seeds are lm-eval's CLI defaults, so numbers match ``lm_eval`` run by hand.
+never loaded. Finished task results are also kept under ``<cache_dir>/eval_results/<key>.json``,
+so another run evaluating the same model files with the same settings reuses them. Seeds are lm-eval's CLI defaults, so numbers match ``lm_eval`` run by hand.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,8 +78,16 @@ def _key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
+BACKENDS = ("hf", "vllm")
+
+
 def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
-    """HFLM on the model (+ adapter); a separate function so tests can observe loads."""
+    """lm-eval's HFLM (or vLLM) on the model (+ adapter); a separate function so tests can observe loads."""
+    backend = eval_cfg.get("backend", "hf")
+    if backend not in BACKENDS:
+        raise PlatypusError(f"eval.backend={backend!r}: use one of {list(BACKENDS)}.")
+    if backend == "vllm":
+        return _load_vllm(model, dtype, eval_cfg)
     from lm_eval.models.huggingface import HFLM
 
     return HFLM(
@@ -87,6 +97,27 @@ def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
         batch_size=batch_size(eval_cfg["batch_size"]),
         device=eval_cfg["device"],
     )
+
+
+def _load_vllm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
+    """lm-eval's vLLM backend: same tasks and metrics, much faster on GPUs. An adapter is applied by
+    vLLM's LoRA support (``lora_local_path``); results are keyed on the backend like any setting."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None:
+        raise PlatypusError("eval.backend=vllm needs vLLM: `pip install 'lm-eval[vllm]'` on a CUDA machine, "
+                            "or use eval.backend=hf.")
+    if not torch.cuda.is_available():
+        raise PlatypusError("eval.backend=vllm needs a CUDA GPU; this machine has none. Use eval.backend=hf.")
+    from lm_eval.models.vllm_causallms import VLLM
+
+    kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "batch_size": batch_size(eval_cfg["batch_size"])}
+    if model.peft:
+        rank = json.loads((Path(model.peft) / "adapter_config.json").read_text())["r"]
+        kwargs |= {"lora_local_path": model.peft, "max_lora_rank": max(16, int(rank))}
+    return VLLM(**kwargs)
 
 
 def _run_task(lm, task: SuiteTask, task_manager, num_fewshot: int, limit) -> dict[str, Any]:
@@ -149,14 +180,20 @@ def evaluate_models(
                 "batch_size": bs,
                 "dtype": dtype,
                 "device": eval_cfg["device"],
+                "backend": eval_cfg.get("backend", "hf"),
                 "lm_eval_version": lm_eval.__version__,
                 "seeds": SEEDS,
             }
             key_hash = _key(settings)
             path = out_dir / model.label / f"{key}.json"
+            shared = Path(cache_dir) / "eval_results" / f"{key_hash}.json"  # across runs: same model + settings
             cached = json.loads(path.read_text()) if path.is_file() else None
             if cached and cached.get("key") == key_hash:
                 log(f"[evaluate] {model.label}/{key}: reusing {path}")
+            elif shared.is_file():
+                cached = json.loads(shared.read_text())
+                _write_atomic(path, cached)
+                log(f"[evaluate] {model.label}/{key}: reusing the identical evaluation cached in {shared}")
             else:
                 if lm is None:
                     log(f"[evaluate] loading {model.label}: {model.pretrained}" + (f" + {model.peft}" if model.peft else ""))
@@ -166,11 +203,9 @@ def evaluate_models(
                 start = time.perf_counter()
                 output = _run_task(lm, task, task_manager, settings["num_fewshot"], settings["limit"])
                 cached = {"key": key_hash, "settings": settings, "seconds": time.perf_counter() - start, "lm_eval": output}
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".json.tmp")
-                tmp.write_text(json.dumps(cached, indent=1, default=handle_non_serializable))
-                tmp.replace(path)
-                cached = json.loads(path.read_text())
+                cached = json.loads(json.dumps(cached, default=handle_non_serializable))
+                _write_atomic(path, cached)
+                _write_atomic(shared, cached)
                 log(f"[evaluate] {model.label}/{key}: {cached['seconds']:.1f} s")
             tasks_out[key] = cached["lm_eval"]
             seconds[key] = cached["seconds"]
@@ -185,6 +220,7 @@ def evaluate_models(
                 "batch_size": bs,
                 "dtype": dtype,
                 "device": eval_cfg["device"],
+                "backend": eval_cfg.get("backend", "hf"),
                 "benchmarks_source": suite.source,
                 "lm_eval_version": lm_eval.__version__,
                 "seeds": SEEDS,
@@ -215,6 +251,13 @@ def evaluate_models(
     files["table"].write_text(table)
     bar_chart(summary, files["chart"])
     return {"summary": summary, "subjects": subjects, "table": table, "results": all_results, "files": files}
+
+
+def _write_atomic(path: Path, content: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=1))
+    tmp.replace(path)
 
 
 def _subject_results(

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The paper's merges, locally on SmolLM2-135M-Instruct (CPU, offline, bundled data):
+#   1. platypus:            an Open-Platypus-rebuild LoRA (>= 1,000 curated rows, one epoch), folded into the base
+#   2. gsm8k:               a GSM8K LoRA folded into the base = our local "second fine-tune"
+#                           (the paper's StableBeluga / qCammel / OpenOrcaxOpenChat)
+#   3. platypus_into_gsm8k: the Open-Platypus LoRA folded into that fine-tune (merge=into_model, the paper's trick)
+#   4. ties / 5. dare:      TIES and DARE-TIES combinations of the two LoRAs, folded into the base
+# Every run evaluates base vs adapter vs merged with the quick suite; evaluations of the same model
+# files and settings are reused across runs (<cache_dir>/eval_results), so the base is evaluated once.
+#
+#   bash examples/local_merges.sh            # OUT=outputs/local_merges PY=.venv/bin/python by default
+set -euo pipefail
+OUT=${OUT:-outputs/local_merges}
+PY=${PY:-.venv/bin/python}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=offline
+EVAL="evaluate.include=[base,adapter,merged]"
+PLATYPUS=$OUT/platypus/train/adapter
+GSM8K=$OUT/gsm8k/train/adapter
+
+$PY run.py hydra.run.dir=$OUT/platypus data=open_platypus_rebuild data.sample=1200 train.max_steps=-1 train.save_steps=20 "$EVAL"
+$PY run.py hydra.run.dir=$OUT/gsm8k data=gsm8k data.sample=300 train.max_steps=-1 train.save_steps=20 "$EVAL"
+$PY run.py hydra.run.dir=$OUT/platypus_into_gsm8k stages=[merge,evaluate] merge=into_model \
+    merge.target=$OUT/gsm8k/merge/model "merge.adapters=[$PLATYPUS]" "$EVAL"
+$PY run.py hydra.run.dir=$OUT/ties stages=[merge,evaluate] merge=weighted_ties "merge.adapters=[$PLATYPUS,$GSM8K]" "$EVAL"
+$PY run.py hydra.run.dir=$OUT/dare stages=[merge,evaluate] merge=weighted_dare "merge.adapters=[$PLATYPUS,$GSM8K]" "$EVAL"

@@ -1,0 +1,89 @@
+"""An unmerged adapter evaluated through lm-eval's ``peft=`` equals its folded model; vLLM passes
+through (refused clearly here: no CUDA); ``evaluate.plan=true`` plans without evaluating."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from platypus.errors import PlatypusError
+from platypus.evaluate import runner
+from platypus.evaluate.runner import EvalModel, evaluate_models
+from platypus.pipeline import run_pipeline
+from tests.test_pipeline import config
+
+TQA_ONLY = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=6", "eval.dtype=float32"]
+
+
+@pytest.fixture(scope="module")
+def adapter_and_folded(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
+    """A non-trivial LoRA adapter (random B) on the tiny model, and that adapter folded in."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("adapter_eval")
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["gate_proj", "up_proj", "down_proj"],
+                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(root / "adapter")
+    peft_model.merge_and_unload().save_pretrained(root / "folded", safe_serialization=True)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "folded")
+    return root / "adapter", root / "folded"
+
+
+def test_adapter_through_peft_equals_its_folded_model(tmp_path, tiny_model_dir, adapter_and_folded, cache_dir):
+    adapter, folded = adapter_and_folded
+    cfg = config("logger=none", *TQA_ONLY)
+    models = [EvalModel("base", str(tiny_model_dir)), EvalModel("adapter", str(tiny_model_dir), peft=str(adapter)),
+              EvalModel("merged", str(folded))]
+    summary = evaluate_models(cfg.eval, cfg.benchmarks, models, tmp_path, cache_dir, log=lambda _: None)["summary"]
+    mc2 = {label: summary[label]["truthfulqa_mc2"]["mc2"] for label in summary}
+    assert mc2["adapter"] == pytest.approx(mc2["merged"], abs=1e-4)
+    assert mc2["adapter"] != pytest.approx(mc2["base"], abs=1e-4)  # the adapter was really applied
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["adapter"]["model"]["peft"] == str(adapter)
+
+
+def test_vllm_backend_is_refused_clearly_without_it(tiny_model_dir):
+    cfg = config("logger=none", "eval.backend=vllm")
+    with pytest.raises(PlatypusError, match="eval.backend=vllm needs"):
+        runner.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
+    cfg = config("logger=none", "eval.backend=tgi")
+    with pytest.raises(PlatypusError, match=r"eval.backend='tgi': use one of \['hf', 'vllm'\]"):
+        runner.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
+
+
+def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_dir, adapter_and_folded):
+    """With vLLM present (stubbed here), lm-eval's VLLM class gets the model, dtype, batch and LoRA adapter."""
+    import importlib.util
+    import sys
+    import types
+
+    seen = {}
+    module = types.ModuleType("lm_eval.models.vllm_causallms")
+    module.VLLM = lambda **kwargs: seen.update(kwargs) or "lm"
+    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", module)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    adapter, _ = adapter_and_folded
+    cfg = config("logger=none", "eval.backend=vllm", "eval.batch_size=auto")
+    assert runner.load_lm(EvalModel("a", str(tiny_model_dir), peft=str(adapter)), "bfloat16", cfg.eval) == "lm"
+    assert seen == {"pretrained": str(tiny_model_dir), "dtype": "bfloat16", "batch_size": "auto",
+                    "lora_local_path": str(adapter), "max_lora_rank": 16}
+
+
+def test_plan_mode_estimates_and_evaluates_nothing(tmp_path, tiny_model_dir):
+    cfg = config("stages=[evaluate]", "logger=none", f"evaluate.models=[{tiny_model_dir}]", "evaluate.plan=true",
+                 "eval=leaderboard_v1", "eval.dtype=float32", "eval.tasks.mmlu.limit=1", "evaluate.plan_warmup_docs=1")
+    assert run_pipeline(cfg, tmp_path) is None
+    plan = json.loads((tmp_path / "evaluate_plan.json").read_text())
+    rows = {row["task"]: row for row in plan["rows"]}
+    assert rows["arc_challenge"]["docs"] == 1172 and rows["mmlu"]["docs"] == 57
+    assert all(row["s_per_request"] > 0 for row in rows.values()) and plan["total_seconds"] > 0
+    assert "| arc_challenge |" in (tmp_path / "evaluate_plan.md").read_text()
+    assert not (tmp_path / "evaluate").exists() and not (tmp_path / "summary.json").exists()
