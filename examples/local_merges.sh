@@ -9,17 +9,23 @@
 # files and settings are reused across runs (<cache_dir>/eval_results), so the base is evaluated once.
 #
 #   bash examples/local_merges.sh            # OUT=outputs/local_merges PY=.venv/bin/python by default
+#   FROM=2 bash examples/local_merges.sh     # start at step 2 (earlier steps' run folders must exist)
+#   EXTRA="train.threads=1" bash ...         # more overrides for every step
 set -euo pipefail
 OUT=${OUT:-outputs/local_merges}
 PY=${PY:-.venv/bin/python}
+FROM=${FROM:-1}
+read -r -a EXTRA <<< "${EXTRA:-}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=offline
 EVAL="evaluate.include=[base,adapter,merged]"
 PLATYPUS=$OUT/platypus/train/adapter
 GSM8K=$OUT/gsm8k/train/adapter
 
-$PY run.py hydra.run.dir=$OUT/platypus data=open_platypus_rebuild data.sample=1200 train.max_steps=-1 train.save_steps=20 "$EVAL"
-$PY run.py hydra.run.dir=$OUT/gsm8k data=gsm8k data.sample=300 train.max_steps=-1 train.save_steps=20 "$EVAL"
-$PY run.py hydra.run.dir=$OUT/platypus_into_gsm8k stages=[merge,evaluate] merge=into_model \
+step() { if (( $1 >= FROM )); then shift; echo "+ run.py $*"; $PY run.py "$@" "${EXTRA[@]}"; fi; }
+
+step 1 hydra.run.dir=$OUT/platypus data=open_platypus_rebuild data.sample=1200 train.max_steps=-1 train.save_steps=20 "$EVAL"
+step 2 hydra.run.dir=$OUT/gsm8k data=gsm8k data.sample=200 train.max_steps=-1 train.save_steps=20 "$EVAL"
+step 3 hydra.run.dir=$OUT/platypus_into_gsm8k stages=[merge,evaluate] merge=into_model \
     merge.target=$OUT/gsm8k/merge/model "merge.adapters=[$PLATYPUS]" "$EVAL"
-$PY run.py hydra.run.dir=$OUT/ties stages=[merge,evaluate] merge=weighted_ties "merge.adapters=[$PLATYPUS,$GSM8K]" "$EVAL"
-$PY run.py hydra.run.dir=$OUT/dare stages=[merge,evaluate] merge=weighted_dare "merge.adapters=[$PLATYPUS,$GSM8K]" "$EVAL"
+step 4 hydra.run.dir=$OUT/ties stages=[merge,evaluate] merge=weighted_ties "merge.adapters=[$PLATYPUS,$GSM8K]" "$EVAL"
+step 5 hydra.run.dir=$OUT/dare stages=[merge,evaluate] merge=weighted_dare "merge.adapters=[$PLATYPUS,$GSM8K]" "$EVAL"

@@ -494,6 +494,8 @@ def test_redact_masks_secret_looking_keys():
 
 
 def test_secrets_from_the_environment_never_reach_manifests_or_wandb(tmp_path, monkeypatch, tiny_model_dir):
+    import wandb
+
     from platypus.pipeline import run_checked
 
     secrets = {"WANDB_API_KEY": "wandbsecret" + "0" * 29, "HF_TOKEN": "hf_secretsecretsecret"}
@@ -503,6 +505,7 @@ def test_secrets_from_the_environment_never_reach_manifests_or_wandb(tmp_path, m
     cfg = config("stages=[curate]", "logger=wandb", "stage_cache=null", "curate=off", "data.sample=8",
                  f"cache_dir={tmp_path / 'cache'}")
     run_checked(cfg, tmp_path / "run")
+    wandb.teardown()  # flush wandb-core's writes before reading every file
     assert (tmp_path / "run" / "curate" / "manifest.json").is_file()
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     for path in (p for p in tmp_path.rglob("*") if p.is_file()):

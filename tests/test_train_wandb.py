@@ -21,6 +21,7 @@ def test_loss_lr_grad_norm_and_tokens_per_second_logged_every_step(tiny_model_di
         metrics = train(train_cfg, lora, model, str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path / "out", 0, ["wandb"])
     finally:
         run.finish()
+        wandb.teardown()  # wandb-core writes the run file asynchronously; this waits until it is flushed
     rows = [r for r in history(next((tmp_path / "wandb").glob("offline-run-*"))) if "train/loss" in r]
     assert len(rows) == metrics["steps"] == 3
     for row in rows:
