@@ -404,6 +404,17 @@ def plan_evaluation(run: Run, eval_models: list) -> None:
     return None
 
 
+def evaluated_models(include: list[str], candidates: dict[str, dict]) -> list[str]:
+    """The run's models named in ``evaluate.include``. ``merged`` stands for the run's final model: a run that
+    folds nothing (``merge=none``) evaluates its unmerged adapter in its place, so a ``merge=into_base,none``
+    sweep compares merged against unmerged instead of the base alone."""
+    names = [name for name in candidates if name in include]
+    if "merged" in include and "merged" not in candidates and "adapter" in candidates and "adapter" not in names:
+        print("[platypus] evaluate: this run merges nothing; evaluating its adapter in place of 'merged'", flush=True)
+        names.append("adapter")
+    return names
+
+
 def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict | None:
     from platypus.evaluate import EvalModel, evaluate_models
 
@@ -416,7 +427,7 @@ def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict | None:
         unknown = [m for m in cfg.evaluate.include if m not in ("base", "adapter", "merged")]
         if unknown:
             raise PlatypusError(f"evaluate.include={list(cfg.evaluate.include)}: {unknown} unknown; use base, adapter, merged.")
-        chosen = {name: spec for name, spec in candidates.items() if name in cfg.evaluate.include}
+        chosen = {name: candidates[name] for name in evaluated_models(list(cfg.evaluate.include), candidates)}
     if not chosen:
         raise PlatypusError(
             "evaluate: no model to evaluate. Give evaluate.models=[folder or hub id, ...], or run the stages "

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from platypus.config import register
 from platypus.errors import PlatypusError
-from platypus.pipeline import run_pipeline
+from platypus.pipeline import evaluated_models, run_pipeline
 from tests.test_config import CONF
 
 # stage_cache=null: these tests are about one run folder (the cross-run cache: tests/test_sweep.py)
@@ -66,3 +66,13 @@ def test_evaluate_alone_on_an_explicit_model(tmp_path, tiny_model_dir):
     run_pipeline(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert 0.0 <= summary[tiny_model_dir.name]["truthfulqa_mc2"]["mc2"] <= 1.0
+
+
+def test_merged_stands_for_the_adapter_when_the_run_merges_nothing():
+    base, adapter, merged = {"pretrained": "b"}, {"pretrained": "b", "peft": "a"}, {"pretrained": "m"}
+    both = {"base": base, "adapter": adapter, "merged": merged}
+    assert evaluated_models(["base", "merged"], both) == ["base", "merged"]
+    assert evaluated_models(["base", "merged"], {"base": base, "adapter": adapter}) == ["base", "adapter"]
+    assert evaluated_models(["base", "adapter", "merged"], {"base": base, "adapter": adapter}) == ["base", "adapter"]
+    assert evaluated_models(["base"], {"base": base, "adapter": adapter}) == ["base"]
+    assert evaluated_models(["merged"], {"base": base}) == []

@@ -70,14 +70,14 @@ def test_lora_by_merge_sweep_trains_twice_and_curates_once(sweep):
     assert computed(folder, "curate") == 1 and len(manifests(folder, "curate")) == 4
     assert computed(folder, "train") == 2 and len(manifests(folder, "train")) == 4
     assert computed(folder, "merge") == 2  # merge=none folds nothing
-    # base+merged for each lora, and base alone once: the other merge=none job reuses it
-    assert computed(folder, "evaluate") == 3 and len(manifests(folder, "evaluate")) == 4
+    # base+merged, and base+adapter where nothing is merged: four model sets, each evaluated once
+    assert computed(folder, "evaluate") == 4 and len(manifests(folder, "evaluate")) == 4
     for manifest in manifests(folder, "train") + manifests(folder, "curate"):
         if manifest.get("reused"):
             source = Path(manifest["reused_from"])
             assert source.parent.parent == sweep["cache"] and source.name == manifest["key"]
             assert not json.loads((source / "manifest.json").read_text()).get("reused")  # the cache is untouched
-    assert sweep["stdout"].count("reused from the stage cache") == 3 + 2 + 1
+    assert sweep["stdout"].count("reused from the stage cache") == 3 + 2
     adapters = {p.parent.parent.parent.name: os.stat(p).st_ino for p in folder.glob("*/train/adapter/adapter_model.safetensors")}
     assert adapters["0"] == adapters["1"] != adapters["2"] == adapters["3"]  # hardlinks, not copies
 
@@ -89,11 +89,12 @@ def test_sweep_summary_has_one_row_per_job(sweep):
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
     assert [r["swept"] for r in rows] == ["lora=platypus merge=into_base", "lora=platypus merge=none",
                                           "lora=attention merge=into_base", "lora=attention merge=none"]
-    assert [r["reused"] for r in rows] == ["", "curate+train", "curate", "curate+train+evaluate"]
+    assert [r["reused"] for r in rows] == ["", "curate+train", "curate", "curate+train"]
     for row in rows:
         assert int(row["curate_kept"]) > 0 and float(row["train_loss"]) > 0
         assert 0 <= float(row["base/truthfulqa_mc2/mc2"]) <= 1
     assert rows[0]["merged/truthfulqa_mc2/mc2"] and not rows[1]["merged/truthfulqa_mc2/mc2"]
+    assert rows[1]["adapter/truthfulqa_mc2/mc2"] and not rows[0]["adapter/truthfulqa_mc2/mc2"]  # merge=none: its adapter
     md = (folder / "summary.md").read_text().splitlines()
     assert len(md) == 2 + 4 and md[0].startswith("| job | swept |")
     assert (folder / "summary.png").stat().st_size > 1000
