@@ -66,7 +66,7 @@ class SemanticDedupConfig:
     keep: str = "first"  # first (the paper) | longest (longest output wins)
     block_size: int = 2048
     # bf16 screening pass + exact fp32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
-    # AMX/AVX512-BF16. auto = on for >= 50,000 rows on such CPUs | off | bf16.
+    # AMX. auto = on for >= 50,000 rows on such CPUs | off | bf16.
     screen: str = "auto"
 
 
@@ -166,7 +166,7 @@ class TrainConfig:
     # compiled per shape: a few fixed lengths instead of one per packed block is ~25% faster (cpu_quick: 64).
     pad_to_multiple_of: Optional[int] = None
     gradient_checkpointing: bool = False
-    # auto: bf16 on CUDA (fp16 without bf16 support); on CPU bf16 autocast if the CPU has AMX/AVX512-BF16,
+    # auto: bf16 on CUDA (fp16 without bf16 support); on CPU bf16 autocast if the CPU has AMX,
     # else fp32 | fp32 | bf16 | fp16 (CUDA only). Trainable LoRA weights stay fp32.
     precision: str = "auto"
     logging_steps: int = 1

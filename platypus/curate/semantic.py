@@ -10,7 +10,7 @@ kept so far is below the threshold. We give exactly that kept set, but per block
 The naive loop costs a Python iteration and a growing vector product per row; this costs
 one matrix product per (block, kept chunk).
 
-Screening (``screen="bf16"``, the default for large sets on CPUs with AMX/AVX512-BF16): step 1 runs
+Screening (``screen="bf16"``, the default for large sets on CPUs with AMX): step 1 runs
 as a bf16 product (~3x faster) that only *screens*; every row whose bf16 maximum comes within
 ``SCREEN_MARGIN`` of the threshold is re-scored exactly in fp32 against all kept rows. For unit
 vectors the bf16 error of a cosine is below 2**-8 * 2 + output rounding (< 0.006), so the margin of
