@@ -1,4 +1,4 @@
-"""What the machine computes fast: decides the ``auto`` precision choices of train and curate."""
+"""What the machine computes fast: decides the ``auto`` precision choices of train, curate and evaluate."""
 
 from __future__ import annotations
 
@@ -14,3 +14,14 @@ def cpu_has_native_bf16() -> bool:
 
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so probed defensively
     return bool(probe and probe())
+
+
+def fast_inference_dtype(device: str) -> str:
+    """The dtype ``eval.dtype=auto`` loads models in: bfloat16 on CUDA GPUs that have it (float16 on older
+    ones) and on AMX CPUs, else float32 (on an AVX512-BF16-only Xeon bf16 evaluation ran at 0.6x fp32's speed,
+    benchmarks/bench_eval_throughput.py)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"

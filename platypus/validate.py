@@ -67,9 +67,8 @@ def _quantization_name(cfg: Any) -> None:
 def check_eval(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
-    from platypus.evaluate.runner import batch_size, task_limit
+    from platypus.evaluate.runner import hf_batch_size, resolve_dtype, task_limit
     from platypus.evaluate.tasks import SOURCES, resolve_benchmark
-    from platypus.models import torch_dtype
 
     if cfg.benchmarks.source not in SOURCES:
         raise PlatypusError(
@@ -83,9 +82,9 @@ def check_eval(cfg: Any) -> None:
         )
     if "evaluate" not in cfg.stages:
         return
-    batch_size(cfg.eval.batch_size)
-    torch_dtype(cfg.eval.dtype, "eval.dtype")
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    hf_batch_size(eval_cfg)
+    resolve_dtype(cfg.eval.dtype, cfg.eval.device)
     benchmarks = OmegaConf.to_container(cfg.benchmarks, resolve=True)
     if not eval_cfg["tasks"]:
         raise PlatypusError(f"eval.tasks of suite '{cfg.eval.name}' is empty: nothing to evaluate; pick eval=quick or "

@@ -84,6 +84,25 @@ def test_plan_mode_estimates_and_evaluates_nothing(tmp_path, tiny_model_dir):
     plan = json.loads((tmp_path / "evaluate_plan.json").read_text())
     rows = {row["task"]: row for row in plan["rows"]}
     assert rows["arc_challenge"]["docs"] == 1172 and rows["mmlu"]["docs"] == 57
+    assert rows["arc_challenge"]["requests"] == 4687 and rows["mmlu"]["requests"] == 4 * 57
+    # 25-shot ARC requests carry ~4.6k characters each (sampled), 5-shot MMLU far fewer on average
+    assert 3000 < rows["arc_challenge"]["chars"] / 4687 < 6000
+    assert rows["mmlu"]["chars"] / 228 < rows["arc_challenge"]["chars"] / 4687
     assert all(row["s_per_request"] > 0 for row in rows.values()) and plan["total_seconds"] > 0
     assert "| arc_challenge |" in (tmp_path / "evaluate_plan.md").read_text()
     assert not (tmp_path / "evaluate").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_auto_dtype_is_bf16_only_where_it_is_fast(monkeypatch):
+    """eval.dtype=auto: bfloat16 on AMX CPUs and bf16 GPUs, float16 on older GPUs, float32 on other CPUs."""
+    from platypus import hardware
+
+    for amx, expected in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda amx=amx: amx)
+        assert runner.resolve_dtype("auto", "cpu") == expected
+    for bf16, expected in ((True, "bfloat16"), (False, "float16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert runner.resolve_dtype("auto", "cuda:0") == expected
+    assert runner.resolve_dtype("float16", "cpu") == "float16"  # explicit choices are kept
+    with pytest.raises(PlatypusError, match="eval.dtype='half'"):
+        runner.resolve_dtype("half", "cpu")
