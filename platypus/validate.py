@@ -67,7 +67,7 @@ def _quantization_name(cfg: Any) -> None:
 def check_eval(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
-    from platypus.evaluate.runner import hf_batch_size, resolve_dtype, task_limit
+    from platypus.evaluate.runner import resolve_batch_size, resolve_dtype, task_limit
     from platypus.evaluate.tasks import SOURCES, resolve_benchmark
 
     if cfg.benchmarks.source not in SOURCES:
@@ -83,7 +83,7 @@ def check_eval(cfg: Any) -> None:
     if "evaluate" not in cfg.stages:
         return
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    hf_batch_size(eval_cfg)
+    resolve_batch_size(eval_cfg)
     resolve_dtype(cfg.eval.dtype, cfg.eval.device)
     benchmarks = OmegaConf.to_container(cfg.benchmarks, resolve=True)
     if not eval_cfg["tasks"]:

@@ -106,3 +106,14 @@ def test_auto_dtype_is_bf16_only_where_it_is_fast(monkeypatch):
     assert runner.resolve_dtype("float16", "cpu") == "float16"  # explicit choices are kept
     with pytest.raises(PlatypusError, match="eval.dtype='half'"):
         runner.resolve_dtype("half", "cpu")
+
+
+def test_auto_batch_size_is_one_on_cpu_and_lm_evals_search_on_cuda():
+    """lm-eval's 'auto' search relies on CUDA out-of-memory errors; on a CPU it was OOM-killed, so auto -> 1."""
+    assert runner.resolve_batch_size({"batch_size": "auto", "device": "cpu"}) == 1
+    assert runner.resolve_batch_size({"batch_size": "auto", "device": "cuda:0"}) == "auto"
+    assert runner.resolve_batch_size({"batch_size": "auto:4", "device": "cuda"}) == "auto:4"
+    assert runner.resolve_batch_size({"batch_size": "auto", "device": "cpu", "backend": "vllm"}) == "auto"
+    assert runner.resolve_batch_size({"batch_size": "8", "device": "cpu"}) == 8
+    with pytest.raises(PlatypusError, match="eval.batch_size='-2'"):
+        runner.resolve_batch_size({"batch_size": "-2", "device": "cpu"})
