@@ -18,7 +18,7 @@ def cpu_has_native_bf16() -> bool:
 
 def fast_inference_dtype(device: str) -> str:
     """The dtype ``eval.dtype=auto`` loads models in: bfloat16 on CUDA GPUs that have it (float16 on older
-    ones) and on AMX CPUs, else float32 (on an AVX512-BF16-only Xeon bf16 evaluation ran at 0.6x fp32's speed,
+    ones) and on AMX CPUs, else float32 (on an AVX512-BF16-only Xeon bf16 evaluation took 1.38-1.47x fp32's time,
     benchmarks/bench_eval_throughput.py)."""
     import torch
 

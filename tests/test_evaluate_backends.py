@@ -117,3 +117,28 @@ def test_auto_batch_size_is_one_on_cpu_and_lm_evals_search_on_cuda():
     assert runner.resolve_batch_size({"batch_size": "8", "device": "cpu"}) == 8
     with pytest.raises(PlatypusError, match="eval.batch_size='-2'"):
         runner.resolve_batch_size({"batch_size": "-2", "device": "cpu"})
+
+
+def test_in_memory_model_scores_like_its_folder_and_is_keyed_on_its_weights(tmp_path, tiny_model_dir, cache_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = config("logger=none", *TQA_ONLY)
+    net = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    models = [EvalModel("folder", str(tiny_model_dir)), EvalModel("memory", "tiny (in memory)", loaded=(net, tokenizer))]
+    out = evaluate_models(cfg.eval, cfg.benchmarks, models, tmp_path / "a", cache_dir, log=lambda _: None)
+    assert out["summary"]["memory"] == out["summary"]["folder"]
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["memory"]["model"] == {"label": "memory", "pretrained": "tiny (in memory)", "peft": None,
+                                          "dtype": "float32", "in_memory": True}
+    digest = runner.in_memory_digest(net, tokenizer)
+    task = json.loads((tmp_path / "a" / "memory" / "truthfulqa_mc2.json").read_text())
+    assert task["settings"]["model"] == {"in_memory": digest}
+    with torch.no_grad():  # other weights, other key: nothing stale is reused
+        net.lm_head.weight.mul_(3.0)
+    assert runner.in_memory_digest(net, tokenizer) != digest
+    logs = []
+    again = evaluate_models(cfg.eval, cfg.benchmarks, [EvalModel("memory", "tiny", loaded=(net, tokenizer))],
+                            tmp_path / "b", cache_dir, log=logs.append)
+    assert not any("reusing" in line for line in logs)
+    assert again["summary"]["memory"] != out["summary"]["memory"]

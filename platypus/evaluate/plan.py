@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from platypus.evaluate.runner import SEEDS, EvalModel, load_lm, plain_config, resolve_dtype, task_limit
+from platypus.evaluate.runner import SEEDS, EvalModel, load_lm, model_dtype, plain_config, task_limit
 from platypus.evaluate.tasks import build_suite
 
 
@@ -80,7 +80,7 @@ def plan(
     lm = timer = None
     if models and warmup_docs > 0:
         first = models[0]
-        lm = load_lm(first, resolve_dtype(first.dtype or eval_cfg["dtype"], eval_cfg["device"]), eval_cfg)
+        lm = load_lm(first, model_dtype(first, eval_cfg), eval_cfg)
         timer = RequestTimer(lm)
     rows = []
     for key, suite_task in suite.tasks.items():

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -34,10 +34,19 @@ LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher
 
 @dataclass(frozen=True)
 class EvalModel:
+    """A model to evaluate: a folder or hub id (+ an adapter folder), or a model already in memory."""
+
     label: str
-    pretrained: str  # model folder or hub id
+    pretrained: str  # model folder or hub id; for an in-memory model, a name for logs and results
     peft: str | None = None  # adapter folder, applied by HFLM(peft=...)
     dtype: str | None = None  # overrides eval.dtype
+    # (model, tokenizer) already loaded, e.g. just merged in a notebook: evaluated as they are (their own
+    # dtype and device), results keyed on a digest of their weights, config and vocabulary.
+    loaded: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+
+    def describe(self, dtype: str) -> dict[str, Any]:
+        return {"label": self.label, "pretrained": self.pretrained, "peft": self.peft, "dtype": dtype,
+                "in_memory": self.loaded is not None}
 
 
 def plain_config(cfg: Any) -> Any:
@@ -57,8 +66,9 @@ def resolve_batch_size(eval_cfg: Mapping[str, Any]) -> int | str:
     """``eval.batch_size``: a positive integer, or ``auto``: lm-eval's largest-that-fits search on CUDA (vLLM
     batches by itself), and 1 elsewhere. lm-eval's search halves the batch on CUDA out-of-memory errors, which
     a CPU never raises: the process is killed instead (SmolLM2-135M at 25-shot grew to 23 GiB and was
-    OOM-killed on a 24 GiB machine). On a 2-core CPU batch 1 was also the fastest: ARC 25-shot 46.7 s vs
-    55.3 s at batch 8, 1.9 vs 7.0 GB peak RSS."""
+    OOM-killed on a 24 GiB machine). On a 2-core CPU batch 1 was also the fastest for the v1 suite's long
+    few-shot prompts: ARC 25-shot 46.7 s vs 55.3 s at batch 8, 1.9 vs 7.0 GB peak RSS (short 0-shot prompts
+    gain from batching: the whole ARC at 0-shot took 387 s at batch 1, 218 s at 8)."""
     value = eval_cfg["batch_size"]
     text = str(value)
     if text == "auto" or text.startswith("auto:"):
@@ -82,13 +92,35 @@ def task_limit(eval_cfg: Mapping[str, Any], key: str) -> int | float | None:
 
 
 def model_identity(model: EvalModel) -> dict[str, Any]:
-    """The model's (and adapter's) identity as manifests record it: file hashes, or hub id + revision."""
+    """The model's (and adapter's) identity as manifests record it: file hashes, or hub id + revision;
+    for a model in memory, a digest of what it computes with."""
+    if model.loaded is not None:
+        return {"in_memory": in_memory_digest(*model.loaded)}
     identity: dict[str, Any] = {}
     for role, where in (("pretrained", model.pretrained), ("peft", model.peft)):
         if where is not None:
             folder = Path(where).expanduser()
             identity[role] = models.identity(folder.resolve() if folder.is_dir() else where)
     return identity
+
+
+def in_memory_digest(net, tokenizer) -> str:
+    """sha256 over the config, every parameter and buffer (name, dtype, shape, bytes) and the vocabulary."""
+    import torch
+
+    digest = hashlib.sha256(json.dumps(net.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return digest.hexdigest()
+
+
+def model_dtype(model: EvalModel, eval_cfg: Mapping[str, Any]) -> str:
+    """The dtype the model is evaluated in: an in-memory model's own, else eval.dtype (or the model's override)."""
+    if model.loaded is not None:
+        return str(next(model.loaded[0].parameters()).dtype).removeprefix("torch.")
+    return resolve_dtype(model.dtype or eval_cfg["dtype"], eval_cfg["device"])
 
 
 def _key(settings: Mapping[str, Any]) -> str:
@@ -104,9 +136,15 @@ def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
     if backend not in BACKENDS:
         raise PlatypusError(f"eval.backend={backend!r}: use one of {list(BACKENDS)}.")
     if backend == "vllm":
+        if model.loaded is not None:
+            raise PlatypusError(f"Model '{model.label}' is in memory, and eval.backend=vllm loads models from folders: "
+                                f"save it with save_pretrained() and pass the folder, or use eval.backend=hf.")
         return _load_vllm(model, dtype, eval_cfg)
     from lm_eval.models.huggingface import HFLM
 
+    if model.loaded is not None:
+        net, tokenizer = model.loaded
+        return HFLM(pretrained=net, tokenizer=tokenizer, batch_size=resolve_batch_size(eval_cfg))
     return HFLM(
         pretrained=model.pretrained,
         peft=model.peft,
@@ -179,7 +217,7 @@ def evaluate_models(
 
     all_results: dict[str, Any] = {}
     for model in models:
-        dtype = resolve_dtype(model.dtype or eval_cfg["dtype"], eval_cfg["device"])
+        dtype = model_dtype(model, eval_cfg)
         identity = model_identity(model)
         lm = None
         tasks_out, seconds, task_settings = {}, {}, {}
@@ -231,7 +269,7 @@ def evaluate_models(
         del lm
         gc.collect()
         all_results[model.label] = {
-            "model": asdict(model) | {"dtype": dtype},
+            "model": model.describe(dtype),
             "settings": {
                 "batch_size": bs,
                 "dtype": dtype,
