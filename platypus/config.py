@@ -213,7 +213,7 @@ class EvalConfig:
     tasks: Dict[str, EvalTaskConfig] = field(default_factory=dict)
     limit: Optional[float] = None
     batch_size: str = "auto"  # an int, or auto (1 on CPU: fastest there; the largest that fits on CUDA)
-    dtype: str = "auto"  # auto (bfloat16 on CUDA/AMX CPUs, else float32) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
     device: str = "cpu"
     # hf (lm-eval's HFLM) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
     backend: str = "hf"
