@@ -16,12 +16,12 @@ def cpu_has_native_bf16() -> bool:
     return bool(probe and probe())
 
 
-def fast_inference_dtype(device: str) -> str:
-    """The dtype ``eval.dtype=auto`` loads models in: bfloat16 on CUDA GPUs that have it (float16 on older
-    ones) and on AMX CPUs, else float32 (on an AVX512-BF16-only Xeon bf16 evaluation took 1.38-1.47x fp32's time,
-    benchmarks/bench_eval_throughput.py)."""
+def fast_precision(cuda: bool) -> str:
+    """The fastest precision that keeps bf16's range: ``bf16`` on CUDA GPUs that have it (``fp16`` on older
+    ones) and on AMX CPUs, else ``fp32`` (on an AVX512-BF16-only Xeon bf16 evaluation took 1.38-1.47x fp32's
+    time, benchmarks/bench_eval_throughput.py). Decides ``train.precision=auto`` and ``eval.dtype=auto``."""
     import torch
 
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+    if cuda:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"

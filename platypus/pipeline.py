@@ -392,14 +392,14 @@ def merge_stage(run: Run, adapters: list[Path]) -> Path | None:
 def plan_evaluation(run: Run, eval_models: list) -> None:
     """``evaluate.plan=true``: requests per task and a time estimate from a measured warm-up; evaluates nothing."""
     from platypus.evaluate.plan import plan
-    from platypus.evaluate.runner import resolve_dtype
+    from platypus.evaluate.runner import resolve_batch_size, resolve_dtype
 
     cfg = run.cfg
     with tempfile.TemporaryDirectory(prefix="platypus-plan-") as scratch:
         found = plan(cfg.eval, cfg.benchmarks, eval_models, Path(scratch), Path(cfg.cache_dir), cfg.evaluate.plan_warmup_docs)
     names = ", ".join(f"{m.label} ({m.pretrained}{' + ' + m.peft if m.peft else ''})" for m in eval_models)
     dtype = resolve_dtype(cfg.eval.dtype, cfg.eval.device)
-    text = (f"# Evaluation plan: eval={cfg.eval.name}, batch size {cfg.eval.batch_size}, {dtype}\n\n"
+    text = (f"# Evaluation plan: eval={cfg.eval.name}, batch size {resolve_batch_size(cfg.eval)}, {dtype}\n\n"
             f"Models: {names}\n\n{found['table']}")
     (run.root / "evaluate_plan.md").write_text(text)
     (run.root / "evaluate_plan.json").write_text(json.dumps({k: v for k, v in found.items() if k != "table"}, indent=1))

@@ -157,11 +157,7 @@ def resolve_precision(asked: str, cuda: bool) -> str:
         raise PlatypusError(f"train.precision={asked!r}: use auto, fp32, bf16 or fp16.")
     if asked == "fp16" and not cuda:
         raise PlatypusError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (autocast) or fp32.")
-    if asked != "auto":
-        return asked
-    if cuda:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if hardware.cpu_has_native_bf16() else "fp32"
+    return asked if asked != "auto" else hardware.fast_precision(cuda)
 
 
 def _complete_state(path: Path) -> bool:

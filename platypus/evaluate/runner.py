@@ -29,6 +29,7 @@ from platypus.models import DTYPES
 
 # lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
 SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
+TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # hardware.fast_precision -> eval.dtype
 LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
 
 
@@ -56,7 +57,7 @@ def plain_config(cfg: Any) -> Any:
 def resolve_dtype(name: str, device: str) -> str:
     """``auto`` becomes the dtype fast on this device; results record (and are keyed on) the resolved one."""
     if name == "auto":
-        return hardware.fast_inference_dtype(device)
+        return TORCH_NAMES[hardware.fast_precision(device.startswith("cuda"))]
     if name not in DTYPES:
         raise PlatypusError(f"eval.dtype={name!r}: use auto, {', '.join(sorted(DTYPES))}.")
     return name
