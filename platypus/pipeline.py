@@ -399,7 +399,8 @@ def plan_evaluation(run: Run, eval_models: list) -> None:
         found = plan(cfg.eval, cfg.benchmarks, eval_models, Path(scratch), Path(cfg.cache_dir), cfg.evaluate.plan_warmup_docs)
     names = ", ".join(f"{m.label} ({m.pretrained}{' + ' + m.peft if m.peft else ''})" for m in eval_models)
     dtype = resolve_dtype(cfg.eval.dtype, cfg.eval.device)
-    text = (f"# Evaluation plan: eval={cfg.eval.name}, batch size {resolve_batch_size(cfg.eval)}, {dtype}\n\n"
+    text = (f"# Evaluation plan: eval={cfg.eval.name}, backend {cfg.eval.backend}, batch size "
+            f"{resolve_batch_size(cfg.eval)}, {dtype}\n\n"
             f"Models: {names}\n\n{found['table']}")
     (run.root / "evaluate_plan.md").write_text(text)
     (run.root / "evaluate_plan.json").write_text(json.dumps({k: v for k, v in found.items() if k != "table"}, indent=1))

@@ -53,7 +53,7 @@ def test_vllm_backend_is_refused_clearly_without_it(tiny_model_dir):
     with pytest.raises(PlatypusError, match="eval.backend=vllm needs"):
         runner.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
     cfg = config("logger=none", "eval.backend=tgi")
-    with pytest.raises(PlatypusError, match=r"eval.backend='tgi': use one of \['hf', 'vllm'\]"):
+    with pytest.raises(PlatypusError, match=r"eval.backend='tgi': use one of \['prefix', 'hf', 'vllm'\]"):
         runner.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
 
 

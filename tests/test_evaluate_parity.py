@@ -1,5 +1,9 @@
 """Our evaluate_models gives lm-eval's own CLI numbers, and a rerun reuses finished tasks.
 
+Twice: ``eval.backend=hf`` against ``lm_eval --model hf`` (lm-eval's HFLM on both sides), and
+``eval.backend=prefix`` (the shared-prefix scorer, the default) against ``python -m platypus.lm_eval --model
+hf-prefix`` (lm-eval's CLI with our model class registered): the same numbers as our stage, exactly.
+
 The CLI also indexes lm-eval's built-in tasks; lm-eval lets ``--include_path`` tasks override
 built-ins of the same name (it logs a warning), so the official names work for the parity run.
 The CLI's ``--num_fewshot`` is global, hence one CLI run per few-shot count.
@@ -26,7 +30,13 @@ LIMIT, BATCH = 4, 4
 CLI_RUNS = {2: ["arc_challenge", "hellaswag", "mmlu_anatomy"], 0: ["truthfulqa_mc2"]}
 
 
-def compose_cfg(*overrides: str):
+CLI = {"hf": [str(Path(sys.executable).parent / "lm_eval"), "--model", "hf"],
+       "prefix": [sys.executable, "-m", "platypus.lm_eval", "--model", "hf-prefix"]}
+# Our stage turns an explicit eval.batch_size into the scorer's answers per pass; the CLI is told the same.
+MODEL_ARGS = {"hf": "", "prefix": f",answers_per_pass={BATCH}"}
+
+
+def compose_cfg(*overrides: str, backend: str = "hf"):
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
@@ -40,16 +50,16 @@ def compose_cfg(*overrides: str):
                 "eval.tasks.arc_challenge.num_fewshot=2",
                 "eval.tasks.hellaswag.num_fewshot=2",
                 "eval.tasks.mmlu.num_fewshot=2",
+                f"eval.backend={backend}",
                 *overrides,
             ],
         )
 
 
-def _start_cli(model_dir: Path, include: Path, shots: int, tasks: list[str], out: Path) -> subprocess.Popen:
+def _start_cli(backend: str, model_dir: Path, include: Path, shots: int, tasks: list[str], out: Path) -> subprocess.Popen:
     command = [
-        str(Path(sys.executable).parent / "lm_eval"),
-        "--model", "hf",
-        "--model_args", f"pretrained={model_dir},dtype=float32",
+        *CLI[backend],
+        "--model_args", f"pretrained={model_dir},dtype=float32{MODEL_ARGS[backend]}",
         "--tasks", ",".join(tasks),
         "--include_path", str(include),
         "--num_fewshot", str(shots),
@@ -60,17 +70,19 @@ def _start_cli(model_dir: Path, include: Path, shots: int, tasks: list[str], out
     ]
     # One thread each: the CLI runs share the CPU with our run, and the tiny model gains nothing from more.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model_dir, cache_dir):
-    """Our run and the CLI runs (started first, in the background) on the tiny model."""
-    cfg = compose_cfg()
-    root = tmp_path_factory.mktemp("parity")
+@pytest.fixture(scope="module", params=["hf", "prefix"])
+def runs(request, tmp_path_factory, tiny_model_dir, cache_dir):
+    """Our run and the CLI runs (started first, in the background) on the tiny model, for one backend."""
+    cfg = compose_cfg(backend=request.param)
+    root = tmp_path_factory.mktemp(f"parity_{request.param}")
     include = root / "cli_tasks"
     build_suite(cfg.eval, cfg.benchmarks, include, cache_dir)
-    procs = {shots: _start_cli(tiny_model_dir, include, shots, tasks, root / f"cli{shots}") for shots, tasks in CLI_RUNS.items()}
+    procs = {shots: _start_cli(request.param, tiny_model_dir, include, shots, tasks, root / f"cli{shots}")
+             for shots, tasks in CLI_RUNS.items()}
     ours = evaluate_models(cfg.eval, cfg.benchmarks, [EvalModel("tiny", str(tiny_model_dir))], root / "ours", cache_dir)
     cli: dict[str, dict] = {}
     for shots, proc in procs.items():
@@ -78,7 +90,7 @@ def runs(tmp_path_factory, tiny_model_dir, cache_dir):
         assert proc.returncode == 0, stderr[-3000:]
         (result_file,) = (root / f"cli{shots}").rglob("results_*.json")
         cli.update(json.loads(result_file.read_text())["results"])
-    return {"cfg": cfg, "root": root, "ours": ours, "cli": cli, "model": tiny_model_dir}
+    return {"cfg": cfg, "root": root, "ours": ours, "cli": cli, "model": tiny_model_dir, "backend": request.param}
 
 
 def test_numbers_equal_lm_eval_cli(runs):
@@ -100,6 +112,7 @@ def test_outputs_written(runs):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())["tiny"]
     assert results["settings"]["batch_size"] == BATCH and results["settings"]["dtype"] == "float32"
+    assert results["settings"]["backend"] == runs["backend"]
     assert "validation split" in results["settings"]["tasks"]["hellaswag"]["note"]
     assert results["tasks"]["mmlu"]["n-samples"]["mmlu_anatomy"]["effective"] == LIMIT
     assert "### mmlu per category" in runs["ours"]["table"]
@@ -120,7 +133,7 @@ def test_rerun_skips_finished_tasks(runs, monkeypatch, cache_dir):
     loads = []
     monkeypatch.setattr(runner, "load_lm", lambda *a: loads.append(a) or runs_lm(*a))
     before = {p.name: p.stat().st_mtime_ns for p in (out / "tiny").glob("*.json")}
-    cfg = compose_cfg("eval.tasks.truthfulqa_mc2.limit=2")
+    cfg = compose_cfg("eval.tasks.truthfulqa_mc2.limit=2", backend=runs["backend"])
     evaluate_models(cfg.eval, cfg.benchmarks, [model], out, cache_dir)
     after = {p.name: p.stat().st_mtime_ns for p in (out / "tiny").glob("*.json")}
     assert len(loads) == 1

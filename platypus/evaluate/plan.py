@@ -1,11 +1,14 @@
 """Dry-run plan: how many loglikelihood requests each task sends, and roughly how long it takes.
 
-Requests are counted from the built tasks (documents after the limit x answer choices), and their
-text length is measured on a sample built as lm-eval builds them (few-shot context included). A short
-warm-up on the first model (a few documents of each task at its real few-shot count) times only the
-model's ``loglikelihood`` calls and gives seconds per character of request text, which scales to the
-whole task: MMLU subjects differ ~10x in length, so a per-request rate from the first subject would
-misjudge the other 56.
+Requests are counted from the built tasks (documents after the limit x answer choices); their cost is
+measured on a sample of documents built as lm-eval builds them (few-shot context included). With the
+``prefix`` backend the cost is the tokens it computes: the sample is tokenized and scheduled exactly as
+the scorer would (shared contexts once, the prefix common to every context once per task) and scaled to
+the task's requests. With ``hf`` it is the request text's characters (HFLM recomputes every request).
+A short warm-up on the first model (a few documents of each task at its real few-shot count) times the
+model's ``loglikelihood`` calls and gives seconds per token (per character), which scales to the whole
+task: MMLU subjects differ ~10x in length, so a per-request rate from the first subject would misjudge
+the other 56.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ def request_chars(requests) -> int:
     return sum(len(r.args[0]) + len(r.args[1]) for r in requests)
 
 
-def count_requests(task, limit: int | float | None, num_fewshot: int, sample_docs: int = 32) -> tuple[int, int, int]:
-    """(documents, loglikelihood requests, request characters) a task sends under ``limit``. Requests are
-    counted exactly; characters are scaled from ``sample_docs`` evenly spaced documents built with their
-    few-shot contexts (building all 14,042 of MMLU took 83 s here; 32 per subject took 12 s and were 0.4%
-    off in characters)."""
+def sample_requests(task, limit: int | float | None, num_fewshot: int, sample_docs: int = 32) -> tuple[int, int, list]:
+    """(documents, loglikelihood requests, the requests of a sample) a task sends under ``limit``. Requests
+    are counted exactly; the sample is ``sample_docs`` evenly spaced documents built with their few-shot
+    contexts (building all 14,042 of MMLU took 83 s here; 32 per subject took 12 s and were 0.4% off in
+    characters)."""
     from lm_eval.evaluator_utils import get_sample_size
 
     n = get_sample_size(task, limit)
@@ -38,28 +41,46 @@ def count_requests(task, limit: int | float | None, num_fewshot: int, sample_doc
     task.set_fewshot_seed(seed=SEEDS["fewshot_random_seed"])
     task.build_all_requests(samples=list(range(0, len(docs), max(1, len(docs) // sample_docs)))[:sample_docs],
                             rank=0, world_size=1)
-    return len(docs), requests, round(request_chars(task.instances) / len(task.instances) * requests)
+    return len(docs), requests, list(task.instances)
+
+
+def task_work(lm, sample: list, requests: int) -> dict[str, float]:
+    """The task's work, scaled from its sample: request characters, and for the prefix scorer the tokens
+    HFLM would run and the tokens the scorer computes (the prefix every context shares counts once)."""
+    work = {"chars": request_chars(sample) / len(sample) * requests}
+    if hasattr(lm, "dry_run"):
+        with lm.dry_run() as counts:
+            lm.loglikelihood(sample, disable_tqdm=True)
+        (count,) = counts
+        scale = requests / count.requests
+        work["tokens_requested"] = count.requested * scale
+        work["tokens"] = count.common + (count.computed - count.common) * scale
+    return work
 
 
 class RequestTimer:
-    """Wraps an lm-eval LM's ``loglikelihood`` to add up requests and seconds spent in the model."""
+    """Wraps an lm-eval LM's ``loglikelihood`` to add up requests, characters, tokens computed (the prefix
+    scorer counts them) and seconds spent in the model."""
 
     def __init__(self, lm) -> None:
         self.reset()
         inner = lm.loglikelihood
 
         def timed(requests, *args, **kwargs):
+            before = getattr(lm, "counts", None) and lm.counts.computed
             start = time.perf_counter()
             out = inner(requests, *args, **kwargs)
             self.seconds += time.perf_counter() - start
             self.requests += len(requests)
             self.chars += request_chars(requests)
+            if before is not None:
+                self.tokens += lm.counts.computed - before
             return out
 
         lm.loglikelihood = timed
 
     def reset(self) -> None:
-        self.requests, self.chars, self.seconds = 0, 0, 0.0
+        self.requests, self.chars, self.tokens, self.seconds = 0, 0, 0, 0.0
 
 
 def plan(
@@ -71,35 +92,40 @@ def plan(
     warmup_docs: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Rows per task (docs, requests, request characters, warm-up s/request, estimated s per model) and a table."""
+    """Rows per task (docs, requests, work, warm-up s/request, estimated s per model) and a table."""
     import lm_eval
 
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
     suite = build_suite(eval_cfg, benchmarks_cfg, Path(folder), Path(cache_dir))
     task_manager = suite.task_manager()
+    prefix = eval_cfg.get("backend", "prefix") == "prefix"
     lm = timer = None
-    if models and warmup_docs > 0:
+    if models and (warmup_docs > 0 or prefix):  # the prefix scorer's cost model needs the model's tokenizer
         first = models[0]
         lm = load_lm(first, model_dtype(first, eval_cfg), eval_cfg)
-        timer = RequestTimer(lm)
+        timer = RequestTimer(lm) if warmup_docs > 0 else None
+    unit = "tokens" if prefix and lm is not None else "chars"
     rows = []
     for key, suite_task in suite.tasks.items():
         limit = task_limit(eval_cfg, key)
         shots = int(eval_cfg["tasks"][key]["num_fewshot"])
         loaded = task_manager.load(suite_task.lm_eval_names)["tasks"]
-        docs = requests = chars = 0
+        row = {"task": key, "lm_eval_tasks": len(loaded), "num_fewshot": shots, "limit": limit, "docs": 0,
+               "requests": 0, "chars": 0.0, "unit": unit, "s_per_request": None, "est_seconds": None}
         for task in loaded.values():
-            d, r, c = count_requests(task, limit, shots)
-            docs, requests, chars = docs + d, requests + r, chars + c
-        row = {"task": key, "lm_eval_tasks": len(loaded), "num_fewshot": shots, "limit": limit, "docs": docs,
-               "requests": requests, "chars": chars, "s_per_request": None, "est_seconds": None}
+            docs, requests, sample = sample_requests(task, limit, shots)
+            row["docs"] += docs
+            row["requests"] += requests
+            for name, value in task_work(lm, sample, requests).items():
+                row[name] = row.get(name, 0.0) + value
         if timer is not None:
             timer.reset()
             lm_eval.simple_evaluate(model=lm, tasks=suite_task.lm_eval_names[:1], num_fewshot=shots,
                                     limit=warmup_docs, task_manager=task_manager, log_samples=False)
             row["s_per_request"] = timer.seconds / max(timer.requests, 1)
-            row["est_seconds"] = timer.seconds / max(timer.chars, 1) * chars
-        log(f"[plan] {key}: {docs} docs, {requests} requests")
+            done = timer.tokens if unit == "tokens" else timer.chars
+            row["est_seconds"] = timer.seconds / max(done, 1) * row[unit]
+        log(f"[plan] {key}: {row['docs']} docs, {row['requests']} requests")
         rows.append(row)
     estimated = [r["est_seconds"] for r in rows if r["est_seconds"] is not None]
     per_model = sum(estimated) if estimated else None
@@ -109,15 +135,26 @@ def plan(
 
 
 def plan_table(rows: list[dict[str, Any]], n_models: int) -> str:
-    lines = ["| task | lm-eval tasks | shots | limit | docs | requests | M chars | warm-up s/request | est. per model |",
+    tokens = any(r["unit"] == "tokens" for r in rows)
+    work = "k tokens computed (of requested)" if tokens else "M chars"
+    lines = [f"| task | lm-eval tasks | shots | limit | docs | requests | {work} | warm-up s/request | est. per model |",
              "|---|---|---|---|---|---|---|---|---|"]
+
+    def amount(r: dict[str, Any]) -> str:
+        if tokens:
+            return f"{r['tokens'] / 1e3:,.0f} (of {r['tokens_requested'] / 1e3:,.0f})"
+        return f"{r['chars'] / 1e6:.2f}"
+
     for r in rows:
         spr = "–" if r["s_per_request"] is None else f"{r['s_per_request']:.3f}"
         est = "–" if r["est_seconds"] is None else f"{r['est_seconds'] / 60:.1f} min"
         lines.append(f"| {r['task']} | {r['lm_eval_tasks']} | {r['num_fewshot']} | {r['limit']} | {r['docs']} "
-                     f"| {r['requests']} | {r['chars'] / 1e6:.2f} | {spr} | {est} |")
+                     f"| {r['requests']} | {amount(r)} | {spr} | {est} |")
     if all(r["est_seconds"] is not None for r in rows):
         total = sum(r["est_seconds"] for r in rows)
+        both = {"tokens": sum(r.get("tokens", 0) for r in rows) * n_models,
+                "tokens_requested": sum(r.get("tokens_requested", 0) for r in rows) * n_models,
+                "chars": sum(r["chars"] for r in rows) * n_models}
         lines.append(f"| **all ({n_models} model(s))** | | | | | {sum(r['requests'] for r in rows) * n_models} "
-                     f"| {sum(r['chars'] for r in rows) * n_models / 1e6:.2f} | | {total * n_models / 60:.1f} min |")
+                     f"| {amount(both)} | | {total * n_models / 60:.1f} min |")
     return "\n".join(lines) + "\n"

