@@ -212,6 +212,10 @@ class EvalConfig:
     name: str = MISSING
     tasks: Dict[str, EvalTaskConfig] = field(default_factory=dict)
     limit: Optional[float] = None
+    # Which documents a limit keeps: random (seeded by subset_seed and the task's name: the same documents for
+    # every model and run, so deltas are paired; per MMLU subject the same count) | first (lm-eval's limit)
+    subset: str = "random"
+    subset_seed: int = 1234
     batch_size: str = "auto"  # an int, or auto (1 on CPU: fastest there; the largest that fits on CUDA)
     dtype: str = "auto"  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
     device: str = "cpu"
@@ -232,6 +236,10 @@ class EvaluateConfig:
     # total and stop (writes evaluate_plan.md/json into the run folder; nothing is evaluated).
     plan: bool = False
     plan_warmup_docs: int = 2
+    # The plan's smallest significant delta assumes two models disagree on this share of a 0/1 metric's
+    # documents, and that per-document mc2 differences have this standard deviation.
+    plan_disagreement: float = 0.2
+    plan_mc2_sd: float = 0.1
 
 
 # --------------------------------------------------------------------------- logging / root

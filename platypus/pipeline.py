@@ -48,7 +48,14 @@ def versions() -> dict[str, str]:
 
 
 def to_plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    """Config nodes (also inside dicts and lists) as plain containers, so manifests hold data, not reprs."""
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, dict):
+        return {k: to_plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [to_plain(v) for v in cfg]
+    return cfg
 
 
 def check_stages(stages: list[str]) -> None:
@@ -392,11 +399,12 @@ def merge_stage(run: Run, adapters: list[Path]) -> Path | None:
 def plan_evaluation(run: Run, eval_models: list) -> None:
     """``evaluate.plan=true``: requests per task and a time estimate from a measured warm-up; evaluates nothing."""
     from platypus.evaluate.plan import plan
-    from platypus.evaluate.runner import resolve_batch_size, resolve_dtype
+    from platypus.evaluate.backends import resolve_batch_size, resolve_dtype
 
     cfg = run.cfg
     with tempfile.TemporaryDirectory(prefix="platypus-plan-") as scratch:
-        found = plan(cfg.eval, cfg.benchmarks, eval_models, Path(scratch), Path(cfg.cache_dir), cfg.evaluate.plan_warmup_docs)
+        found = plan(cfg.eval, cfg.benchmarks, eval_models, Path(scratch), Path(cfg.cache_dir), cfg.evaluate.plan_warmup_docs,
+                     disagreement=cfg.evaluate.plan_disagreement, mc2_sd=cfg.evaluate.plan_mc2_sd)
     names = ", ".join(f"{m.label} ({m.pretrained}{' + ' + m.peft if m.peft else ''})" for m in eval_models)
     dtype = resolve_dtype(cfg.eval.dtype, cfg.eval.device)
     text = (f"# Evaluation plan: eval={cfg.eval.name}, backend {cfg.eval.backend}, batch size "
@@ -450,17 +458,16 @@ def evaluate_stage(run: Run, candidates: dict[str, dict]) -> dict | None:
     folder, manifest = run.stage("evaluate", config, inputs, work)
     summary = manifest["metrics"]["summary"]
     for label, tasks in summary.items():
-        flat = {}
-        for task, metrics in tasks.items():
-            if isinstance(metrics, dict):
-                flat.update({f"eval/{label}/{task}/{m}": v for m, v in metrics.items()})
-            else:
-                flat[f"eval/{label}/{task}"] = metrics
-        run.tracker.log(flat)
+        run.tracker.log(tracking.flatten(tasks, f"eval/{label}"))
     run.tracker.image("eval/chart", folder / "chart.png")
     rows = [[label, task, metric, value] for label, tasks in summary.items() for task, metrics in tasks.items()
-            for metric, value in (metrics.items() if isinstance(metrics, dict) else [("value", metrics)])]
+            if task != "delta" for metric, value in (metrics.items() if isinstance(metrics, dict) else [("value", metrics)])]
     run.tracker.table("eval/results", ["model", "task", "metric", "value"], rows)
+    deltas = [[label, d["reference"], task, v["value"], v["low"], v["high"], v["p"], v["significant"], v["n"]]
+              for label, tasks in summary.items() if (d := tasks.get("delta")) for task, v in d.items() if task != "reference"]
+    if deltas:
+        run.tracker.table("eval/deltas", ["model", "reference", "task", "delta", "low", "high", "p", "significant", "n"],
+                          deltas)
     return manifest["metrics"]
 
 

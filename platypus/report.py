@@ -20,10 +20,12 @@ from typing import Any, Iterable
 from hydra.experimental.callback import Callback
 
 STAGES = ("curate", "train", "merge", "evaluate")
-FIXED = ["job", "swept", "overrides", "curate_kept", "curate_removed", "curate_removed_exact",
+FIXED = ["job", "swept", "vs_ref", "overrides", "curate_kept", "curate_removed", "curate_removed_exact",
          "curate_removed_semantic", "curate_removed_contamination", "train_loss", "train_steps",
          "wall_s", "compute_s", "computed", "reused", "path"]
-MODEL_ORDER = ("base", "adapter", "merged")
+MODEL_ORDER = ("base", "adapter", "merged", "vs_ref")
+NUMBERS = ("value", "low", "high", "p")  # of a delta, in the csv beside its text
+HIDDEN = ("stderr",) + NUMBERS  # column endings the csv has and summary.md leaves out
 
 
 # --------------------------------------------------------------------------- finding run folders
@@ -95,7 +97,9 @@ def read_run(folder: Path, job: str) -> dict[str, Any]:
         if not isinstance(tasks, dict):
             continue
         for task, metrics in tasks.items():
-            if isinstance(metrics, dict):
+            if task == "delta":  # paired deltas vs the run's first model
+                row.update(delta_columns(f"{model}/delta", {t: d for t, d in metrics.items() if t != "reference"}))
+            elif isinstance(metrics, dict):
                 row.update({f"{model}/{task}/{metric}": value for metric, value in metrics.items()})
             else:
                 row[f"{model}/{task}"] = metrics
@@ -107,6 +111,50 @@ def read_run(folder: Path, job: str) -> dict[str, Any]:
                               for m in manifests.values()), 2)
     row["compute_s"] = round(sum(m.get("seconds") or 0 for m in manifests.values()), 2)
     return row
+
+
+def delta_columns(prefix: str, deltas: dict[str, dict]) -> dict[str, Any]:
+    """``<prefix>/<task>``: "+0.0310 [-0.0040, +0.0660]*" (summary.md), and its numbers for the csv."""
+    from platypus.evaluate.report import delta_text
+
+    out: dict[str, Any] = {}
+    for task, delta in deltas.items():
+        out[f"{prefix}/{task}"] = delta_text(delta)
+        out.update({f"{prefix}/{task}/{k}": delta[k] for k in NUMBERS})
+    return out
+
+
+def final_items(folder: Path) -> tuple[str, dict] | None:
+    """(label, {task: {stratum: {doc id: value}}}) of the last model a run evaluated (merged, else adapter,
+    else base: what the run produced), from its evaluate/results.json."""
+    from platypus.evaluate.documents import task_items
+
+    results = _json(folder / "evaluate" / "results.json")
+    manifest = _json(folder / "evaluate" / "manifest.json")
+    if not results or not manifest:
+        return None
+    label, result = list(results.items())[-1]
+    if "items" not in result:
+        return None  # evaluated before per-document outcomes were kept
+    return label, task_items(result["items"], manifest["config"]["eval"]["tasks"])
+
+
+def compare_with_reference(rows: list[dict[str, Any]], folders: list[Path]) -> None:
+    """Each job's final model against the first job's, paired on the documents both were scored on."""
+    from platypus.evaluate import stats
+    from platypus.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
+
+    finals = [final_items(folder) for folder in folders]
+    if not finals or finals[0] is None:
+        return
+    reference_label, reference = finals[0]
+    rows[0]["vs_ref"] = f"reference ({reference_label})"
+    for row, final in zip(rows[1:], finals[1:]):
+        if final is None:
+            continue
+        row["vs_ref"] = f"{row['job']}/{final[0]} vs {rows[0]['job']}/{reference_label}"
+        deltas = stats.compare(reference, final[1], average_of=LEADERBOARD_V1, average_key=AVERAGE)
+        row.update(delta_columns("vs_ref", {task: d.as_dict() for task, d in deltas.items()}))
 
 
 def _model_key(column: str) -> tuple:
@@ -130,6 +178,8 @@ def collect(paths: Iterable[Path]) -> list[dict[str, Any]]:
     varying = [k for k in keys if len({s.get(k) for s in split}) > 1]
     for row, s in zip(rows, split):
         row["swept"] = " ".join(f"{k}={s[k]}" for k in varying if k in s) if len(rows) > 1 else row["overrides"]
+    if len(rows) > 1:
+        compare_with_reference(rows, [folder for _, folder in found])
     return rows
 
 
@@ -150,7 +200,7 @@ def _cell(value: Any, column: str = "") -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    shown = [c for c in columns(rows) if c not in ("overrides", "path")
+    shown = [c for c in columns(rows) if c not in ("overrides", "path") and c.rsplit("/", 1)[-1] not in HIDDEN
              and any(row.get(c) not in (None, "") for row in rows)]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_cell(row.get(c), c) for c in shown) + " |" for row in rows]

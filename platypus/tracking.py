@@ -32,6 +32,17 @@ def redact(value: Any) -> Any:
     return value
 
 
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a/b/c": leaf}``: the key scheme of W&B summaries and sweep-summary columns
+    (``eval/<model>/<task>/<metric>``, ``.../delta/<task>/high``)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, inner in value.items():
+        out.update(flatten(inner, f"{prefix}/{key}" if prefix else str(key)))
+    return out
+
+
 class Tracker:
     """No-op tracker (``logger=none``); the W&B one overrides every method."""
 

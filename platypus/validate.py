@@ -67,7 +67,8 @@ def _quantization_name(cfg: Any) -> None:
 def check_eval(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
-    from platypus.evaluate.runner import resolve_batch_size, resolve_dtype, task_limit
+    from platypus.evaluate.backends import resolve_batch_size, resolve_dtype
+    from platypus.evaluate.documents import SUBSETS, task_limit
     from platypus.evaluate.tasks import SOURCES, resolve_benchmark
 
     if cfg.benchmarks.source not in SOURCES:
@@ -85,6 +86,8 @@ def check_eval(cfg: Any) -> None:
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     resolve_batch_size(eval_cfg)
     resolve_dtype(cfg.eval.dtype, cfg.eval.device)
+    if cfg.eval.subset not in SUBSETS:
+        raise PlatypusError(f"eval.subset={cfg.eval.subset!r}: use random (a seeded random sample per task) or first.")
     benchmarks = OmegaConf.to_container(cfg.benchmarks, resolve=True)
     if not eval_cfg["tasks"]:
         raise PlatypusError(f"eval.tasks of suite '{cfg.eval.name}' is empty: nothing to evaluate; pick eval=quick or "

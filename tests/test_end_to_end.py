@@ -67,6 +67,8 @@ def test_summary_has_four_benchmarks_for_both_models(run_dir):
     stdout = (run_dir / "stdout.txt").read_text()
     assert "| model | arc_challenge acc_norm" in stdout and "| average |" in stdout
     assert "| merged |" in stdout and ("(+" in stdout or "(-" in stdout)  # deltas vs base
+    assert "**merged vs base**: significant:" in stdout  # in words, with paired intervals
+    assert "delta" in json.loads((run_dir / "summary.json").read_text())["merged"]
 
 
 def test_wandb_offline_run_holds_the_eval_metrics(run_dir):
@@ -76,4 +78,6 @@ def test_wandb_offline_run_holds_the_eval_metrics(run_dir):
     for model in ("base", "merged"):
         assert 0.0 <= summary[f"eval/{model}/arc_challenge/acc_norm"] <= 1.0
         assert f"eval/{model}/leaderboard_avg" in summary
+    delta = summary["eval/merged/delta/leaderboard_avg/value"]
+    assert summary["eval/merged/delta/leaderboard_avg/low"] <= delta <= summary["eval/merged/delta/leaderboard_avg/high"]
     assert summary["curate/kept"] > 0 and "train/loss" in summary

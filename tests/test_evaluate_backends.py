@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from platypus.errors import PlatypusError
-from platypus.evaluate import runner
+from platypus.evaluate import backends, runner
 from platypus.evaluate.runner import EvalModel, evaluate_models
 from platypus.pipeline import run_pipeline
 from tests.test_pipeline import config
 
-TQA_ONLY = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=6", "eval.dtype=float32"]
+TQA_ONLY = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=6", "eval.subset=first",
+            "eval.dtype=float32"]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +52,10 @@ def test_adapter_through_peft_equals_its_folded_model(tmp_path, tiny_model_dir, 
 def test_vllm_backend_is_refused_clearly_without_it(tiny_model_dir):
     cfg = config("logger=none", "eval.backend=vllm")
     with pytest.raises(PlatypusError, match="eval.backend=vllm needs"):
-        runner.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
+        backends.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
     cfg = config("logger=none", "eval.backend=tgi")
     with pytest.raises(PlatypusError, match=r"eval.backend='tgi': use one of \['prefix', 'hf', 'vllm'\]"):
-        runner.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
+        backends.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
 
 
 def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_dir, adapter_and_folded):
@@ -72,7 +73,7 @@ def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_d
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     adapter, _ = adapter_and_folded
     cfg = config("logger=none", "eval.backend=vllm", "eval.batch_size=auto")
-    assert runner.load_lm(EvalModel("a", str(tiny_model_dir), peft=str(adapter)), "bfloat16", cfg.eval) == "lm"
+    assert backends.load_lm(EvalModel("a", str(tiny_model_dir), peft=str(adapter)), "bfloat16", cfg.eval) == "lm"
     assert seen == {"pretrained": str(tiny_model_dir), "dtype": "bfloat16", "batch_size": "auto",
                     "lora_local_path": str(adapter), "max_lora_rank": 16}
 
@@ -90,6 +91,12 @@ def test_plan_mode_estimates_and_evaluates_nothing(tmp_path, tiny_model_dir):
     assert rows["mmlu"]["chars"] / 228 < rows["arc_challenge"]["chars"] / 4687
     assert all(row["s_per_request"] > 0 for row in rows.values()) and plan["total_seconds"] > 0
     assert "| arc_challenge |" in (tmp_path / "evaluate_plan.md").read_text()
+    # the smallest significant delta: 1.96 * sqrt(0.2 / n) for 0/1 metrics; MMLU's is a mean of 57 subject means
+    assert rows["arc_challenge"]["detectable"] == pytest.approx(1.959964 * (0.2 / 1172) ** 0.5, rel=1e-5)
+    assert rows["mmlu"]["detectable"] == pytest.approx(1.959964 * (0.2 / 1) ** 0.5 / 57 ** 0.5, rel=1e-5)
+    assert 0 < plan["detectable_average"] < max(row["detectable"] for row in rows.values())
+    # the prefix scorer's cost model: tokens it computes, far fewer than HFLM's inputs
+    assert all(row["unit"] == "tokens" and row["tokens"] < row["tokens_requested"] for row in rows.values())
     assert not (tmp_path / "evaluate").exists() and not (tmp_path / "summary.json").exists()
 
 
@@ -99,24 +106,24 @@ def test_auto_dtype_is_bf16_only_where_it_is_fast(monkeypatch):
 
     for amx, expected in ((False, "float32"), (True, "bfloat16")):
         monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda amx=amx: amx)
-        assert runner.resolve_dtype("auto", "cpu") == expected
+        assert backends.resolve_dtype("auto", "cpu") == expected
     for bf16, expected in ((True, "bfloat16"), (False, "float16")):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
-        assert runner.resolve_dtype("auto", "cuda:0") == expected
-    assert runner.resolve_dtype("float16", "cpu") == "float16"  # explicit choices are kept
+        assert backends.resolve_dtype("auto", "cuda:0") == expected
+    assert backends.resolve_dtype("float16", "cpu") == "float16"  # explicit choices are kept
     with pytest.raises(PlatypusError, match="eval.dtype='half'"):
-        runner.resolve_dtype("half", "cpu")
+        backends.resolve_dtype("half", "cpu")
 
 
 def test_auto_batch_size_is_one_on_cpu_and_lm_evals_search_on_cuda():
     """lm-eval's 'auto' search relies on CUDA out-of-memory errors; on a CPU it was OOM-killed, so auto -> 1."""
-    assert runner.resolve_batch_size({"batch_size": "auto", "device": "cpu"}) == 1
-    assert runner.resolve_batch_size({"batch_size": "auto", "device": "cuda:0"}) == "auto"
-    assert runner.resolve_batch_size({"batch_size": "auto:4", "device": "cuda"}) == "auto:4"
-    assert runner.resolve_batch_size({"batch_size": "auto", "device": "cpu", "backend": "vllm"}) == "auto"
-    assert runner.resolve_batch_size({"batch_size": "8", "device": "cpu"}) == 8
+    assert backends.resolve_batch_size({"batch_size": "auto", "device": "cpu"}) == 1
+    assert backends.resolve_batch_size({"batch_size": "auto", "device": "cuda:0"}) == "auto"
+    assert backends.resolve_batch_size({"batch_size": "auto:4", "device": "cuda"}) == "auto:4"
+    assert backends.resolve_batch_size({"batch_size": "auto", "device": "cpu", "backend": "vllm"}) == "auto"
+    assert backends.resolve_batch_size({"batch_size": "8", "device": "cpu"}) == 8
     with pytest.raises(PlatypusError, match="eval.batch_size='-2'"):
-        runner.resolve_batch_size({"batch_size": "-2", "device": "cpu"})
+        backends.resolve_batch_size({"batch_size": "-2", "device": "cpu"})
 
 
 def test_in_memory_model_scores_like_its_folder_and_is_keyed_on_its_weights(tmp_path, tiny_model_dir, cache_dir):
@@ -127,16 +134,18 @@ def test_in_memory_model_scores_like_its_folder_and_is_keyed_on_its_weights(tmp_
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     models = [EvalModel("folder", str(tiny_model_dir)), EvalModel("memory", "tiny (in memory)", loaded=(net, tokenizer))]
     out = evaluate_models(cfg.eval, cfg.benchmarks, models, tmp_path / "a", cache_dir, log=lambda _: None)
+    delta = out["summary"]["memory"].pop("delta")  # paired vs the first model: the same numbers, a zero delta
     assert out["summary"]["memory"] == out["summary"]["folder"]
+    assert delta["truthfulqa_mc2"]["value"] == 0.0 and not delta["truthfulqa_mc2"]["significant"]
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert results["memory"]["model"] == {"label": "memory", "pretrained": "tiny (in memory)", "peft": None,
                                           "dtype": "float32", "in_memory": True}
-    digest = runner.in_memory_digest(net, tokenizer)
+    digest = backends.in_memory_digest(net, tokenizer)
     task = json.loads((tmp_path / "a" / "memory" / "truthfulqa_mc2.json").read_text())
     assert task["settings"]["model"] == {"in_memory": digest}
     with torch.no_grad():  # other weights, other key: nothing stale is reused
         net.lm_head.weight.mul_(3.0)
-    assert runner.in_memory_digest(net, tokenizer) != digest
+    assert backends.in_memory_digest(net, tokenizer) != digest
     logs = []
     again = evaluate_models(cfg.eval, cfg.benchmarks, [EvalModel("memory", "tiny", loaded=(net, tokenizer))],
                             tmp_path / "b", cache_dir, log=logs.append)

@@ -45,6 +45,7 @@ def compose_cfg(*overrides: str, backend: str = "hf"):
                 "eval=leaderboard_v1",
                 "benchmarks=bundled",
                 f"eval.limit={LIMIT}",
+                "eval.subset=first",  # the CLI's --limit: the first documents
                 f"eval.batch_size={BATCH}",
                 "eval.dtype=float32",
                 "eval.tasks.arc_challenge.num_fewshot=2",

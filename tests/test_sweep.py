@@ -95,6 +95,12 @@ def test_sweep_summary_has_one_row_per_job(sweep):
         assert 0 <= float(row["base/truthfulqa_mc2/mc2"]) <= 1
     assert rows[0]["merged/truthfulqa_mc2/mc2"] and not rows[1]["merged/truthfulqa_mc2/mc2"]
     assert rows[1]["adapter/truthfulqa_mc2/mc2"] and not rows[0]["adapter/truthfulqa_mc2/mc2"]  # merge=none: its adapter
+    # paired deltas with 95% intervals: each model vs its run's base, each job's final model vs job 0's
+    assert rows[0]["merged/delta/truthfulqa_mc2"].count("[") == 1 and rows[1]["adapter/delta/truthfulqa_mc2"]
+    assert float(rows[0]["merged/delta/truthfulqa_mc2/low"]) <= float(rows[0]["merged/delta/truthfulqa_mc2/high"])
+    assert [r["vs_ref"] for r in rows] == ["reference (merged)", "1/adapter vs 0/merged", "2/merged vs 0/merged",
+                                           "3/adapter vs 0/merged"]
+    assert not rows[0]["vs_ref/truthfulqa_mc2"] and all(" [" in r["vs_ref/truthfulqa_mc2"] for r in rows[1:])
     md = (folder / "summary.md").read_text().splitlines()
     assert len(md) == 2 + 4 and md[0].startswith("| job | swept |")
     assert (folder / "summary.png").stat().st_size > 1000

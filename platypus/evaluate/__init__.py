@@ -1,8 +1,9 @@
 """Evaluate stage: lm-eval on the Open LLM Leaderboard v1 suite, bundled or hub benchmarks."""
 
 from platypus.evaluate.aggregate import leaderboard_v1, subject_breakdown
+from platypus.evaluate.backends import EvalModel
 from platypus.evaluate.plan import plan
-from platypus.evaluate.runner import EvalModel, evaluate_models
+from platypus.evaluate.runner import evaluate_models
 from platypus.evaluate.tasks import Suite, build_suite, subject_categories
 
 __all__ = [

@@ -8,6 +8,7 @@ subtasks, read with the entry's ``lm_eval_metric`` and reported under its ``metr
 
 from __future__ import annotations
 
+import math
 from statistics import fmean
 from typing import Any, Mapping
 
@@ -65,3 +66,15 @@ def size_weighted_mean(subtasks: Mapping[str, Mapping[str, Any]], metric_key: st
     """lm-eval's group aggregation (weight_by_size), for comparison with the v1 mean."""
     total = sum(sizes[name] for name in subtasks)
     return sum(_metric(res, name, metric_key) * sizes[name] for name, res in subtasks.items()) / total
+
+
+def standard_errors(task_results: TaskResults, tasks_cfg: Mapping[str, Any]) -> dict[str, float | None]:
+    """Each entry's standard error from lm-eval's (``<metric>_stderr``): a multi-task entry's is that of the mean
+    of its subtasks, sqrt(sum se^2) / k; None where lm-eval gave none (one document: "N/A")."""
+    out: dict[str, float | None] = {}
+    for key, subtasks in task_results.items():
+        name, _, suffix = tasks_cfg[key]["lm_eval_metric"].partition(",")
+        errors = [res.get(f"{name}_stderr,{suffix}") for res in subtasks.values()]
+        valid = all(isinstance(e, (int, float)) and math.isfinite(e) for e in errors)
+        out[key] = math.sqrt(sum(e * e for e in errors)) / len(errors) if valid and errors else None
+    return out

@@ -9,6 +9,12 @@ A short warm-up on the first model (a few documents of each task at its real few
 model's ``loglikelihood`` calls and gives seconds per token (per character), which scales to the whole
 task: MMLU subjects differ ~10x in length, so a per-request rate from the first subject would misjudge
 the other 56.
+
+It also gives, per task and for the average, the smallest delta between two models that the planned
+documents can show as significant: the half-width of the paired 95% interval (platypus/evaluate/stats.py) if
+the two models disagree on ``evaluate.plan_disagreement`` of the documents (0/1 metrics: the variance of a
+document's difference is then that share) or, for mc2, if the per-document differences have the standard
+deviation ``evaluate.plan_mc2_sd``. MMLU's is that of a mean of subject means.
 """
 
 from __future__ import annotations
@@ -17,8 +23,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from platypus.evaluate.runner import SEEDS, EvalModel, load_lm, model_dtype, plain_config, task_limit
+from platypus.evaluate import stats
+from platypus.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
+from platypus.evaluate.backends import EvalModel, load_lm, model_dtype, plain_config
+from platypus.evaluate.documents import sample_size, task_limit
+from platypus.evaluate.runner import SEEDS
 from platypus.evaluate.tasks import build_suite
+
+BINARY = ("acc", "acc_norm")  # per-document 0/1 outcomes; other metrics (mc2) are continuous
 
 
 def request_chars(requests) -> int:
@@ -31,11 +43,8 @@ def sample_requests(task, limit: int | float | None, num_fewshot: int, sample_do
     are counted exactly; the sample is ``sample_docs`` evenly spaced documents built with their few-shot
     contexts (building all 14,042 of MMLU took 83 s here; 32 per subject took 12 s and were 0.4% off in
     characters)."""
-    from lm_eval.evaluator_utils import get_sample_size
-
-    n = get_sample_size(task, limit)
     docs = list(task.eval_docs)
-    docs = docs if n is None else docs[:n]
+    docs = docs[: sample_size(len(docs), limit)]
     requests = sum(len(task.doc_to_choice(doc)) for doc in docs)
     task.set_config(key="num_fewshot", value=num_fewshot)
     task.set_fewshot_seed(seed=SEEDS["fewshot_random_seed"])
@@ -91,8 +100,11 @@ def plan(
     cache_dir: Path,
     warmup_docs: int = 2,
     log: Callable[[str], None] = print,
+    disagreement: float = 0.2,
+    mc2_sd: float = 0.1,
 ) -> dict[str, Any]:
-    """Rows per task (docs, requests, work, warm-up s/request, estimated s per model) and a table."""
+    """Rows per task (docs, requests, work, warm-up s/request, estimated s per model, smallest significant
+    delta) and a table."""
     import lm_eval
 
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
@@ -112,8 +124,10 @@ def plan(
         loaded = task_manager.load(suite_task.lm_eval_names)["tasks"]
         row = {"task": key, "lm_eval_tasks": len(loaded), "num_fewshot": shots, "limit": limit, "docs": 0,
                "requests": 0, "chars": 0.0, "unit": unit, "s_per_request": None, "est_seconds": None}
+        strata = []
         for task in loaded.values():
             docs, requests, sample = sample_requests(task, limit, shots)
+            strata.append(docs)
             row["docs"] += docs
             row["requests"] += requests
             for name, value in task_work(lm, sample, requests).items():
@@ -125,20 +139,25 @@ def plan(
             row["s_per_request"] = timer.seconds / max(timer.requests, 1)
             done = timer.tokens if unit == "tokens" else timer.chars
             row["est_seconds"] = timer.seconds / max(done, 1) * row[unit]
+        binary = eval_cfg["tasks"][key]["lm_eval_metric"].split(",")[0] in BINARY
+        row["detectable"] = stats.detectable(disagreement if binary else mc2_sd ** 2, strata)
         log(f"[plan] {key}: {row['docs']} docs, {row['requests']} requests")
         rows.append(row)
     estimated = [r["est_seconds"] for r in rows if r["est_seconds"] is not None]
     per_model = sum(estimated) if estimated else None
-    return {"rows": rows, "per_model_seconds": per_model,
+    by_task = {r["task"]: r["detectable"] for r in rows}
+    average = (stats.detectable_average([by_task[t] for t in LEADERBOARD_V1])
+               if all(task in by_task for task in LEADERBOARD_V1) else None)
+    return {"rows": rows, "per_model_seconds": per_model, "detectable_average": average,
             "total_seconds": per_model * len(models) if per_model is not None else None,
-            "table": plan_table(rows, len(models))}
+            "table": plan_table(rows, len(models), average)}
 
 
-def plan_table(rows: list[dict[str, Any]], n_models: int) -> str:
+def plan_table(rows: list[dict[str, Any]], n_models: int, detectable_average: float | None = None) -> str:
     tokens = any(r["unit"] == "tokens" for r in rows)
     work = "k tokens computed (of requested)" if tokens else "M chars"
-    lines = [f"| task | lm-eval tasks | shots | limit | docs | requests | {work} | warm-up s/request | est. per model |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| task | lm-eval tasks | shots | limit | docs | requests | {work} | warm-up s/request | est. per model "
+             f"| smallest significant delta |", "|---|---|---|---|---|---|---|---|---|---|"]
 
     def amount(r: dict[str, Any]) -> str:
         if tokens:
@@ -149,12 +168,14 @@ def plan_table(rows: list[dict[str, Any]], n_models: int) -> str:
         spr = "–" if r["s_per_request"] is None else f"{r['s_per_request']:.3f}"
         est = "–" if r["est_seconds"] is None else f"{r['est_seconds'] / 60:.1f} min"
         lines.append(f"| {r['task']} | {r['lm_eval_tasks']} | {r['num_fewshot']} | {r['limit']} | {r['docs']} "
-                     f"| {r['requests']} | {amount(r)} | {spr} | {est} |")
+                     f"| {r['requests']} | {amount(r)} | {spr} | {est} | ±{r['detectable']:.3f} |")
     if all(r["est_seconds"] is not None for r in rows):
         total = sum(r["est_seconds"] for r in rows)
         both = {"tokens": sum(r.get("tokens", 0) for r in rows) * n_models,
                 "tokens_requested": sum(r.get("tokens_requested", 0) for r in rows) * n_models,
                 "chars": sum(r["chars"] for r in rows) * n_models}
         lines.append(f"| **all ({n_models} model(s))** | | | | | {sum(r['requests'] for r in rows) * n_models} "
-                     f"| {amount(both)} | | {total * n_models / 60:.1f} min |")
+                     f"| {amount(both)} | | {total * n_models / 60:.1f} min | |")
+    if detectable_average is not None:
+        lines.append(f"| **{AVERAGE}** | | | | | | | | | ±{detectable_average:.3f} |")
     return "\n".join(lines) + "\n"
