@@ -11,10 +11,13 @@
 #   bash examples/local_merges.sh            # OUT=outputs/local_merges PY=.venv/bin/python by default
 #   FROM=2 bash examples/local_merges.sh     # start at step 2 (earlier steps' run folders must exist)
 #   EXTRA="train.threads=1" bash ...         # more overrides for every step
+#   PLATYPUS_ROWS=400 GSM8K_ROWS=100 bash ... # smaller training sets (defaults 1200 and 200)
 set -euo pipefail
 OUT=${OUT:-outputs/local_merges}
 PY=${PY:-.venv/bin/python}
 FROM=${FROM:-1}
+PLATYPUS_ROWS=${PLATYPUS_ROWS:-1200}
+GSM8K_ROWS=${GSM8K_ROWS:-200}
 read -r -a EXTRA <<< "${EXTRA:-}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=offline
 EVAL="evaluate.include=[base,adapter,merged]"
@@ -23,8 +26,8 @@ GSM8K=$OUT/gsm8k/train/adapter
 
 step() { if (( $1 >= FROM )); then shift; echo "+ run.py $*"; $PY run.py "$@" "${EXTRA[@]}"; fi; }
 
-step 1 hydra.run.dir=$OUT/platypus data=open_platypus_rebuild data.sample=1200 train.max_steps=-1 train.save_steps=20 "$EVAL"
-step 2 hydra.run.dir=$OUT/gsm8k data=gsm8k data.sample=200 train.max_steps=-1 train.save_steps=20 "$EVAL"
+step 1 hydra.run.dir=$OUT/platypus data=open_platypus_rebuild data.sample=$PLATYPUS_ROWS train.max_steps=-1 train.save_steps=20 "$EVAL"
+step 2 hydra.run.dir=$OUT/gsm8k data=gsm8k data.sample=$GSM8K_ROWS train.max_steps=-1 train.save_steps=20 "$EVAL"
 step 3 hydra.run.dir=$OUT/platypus_into_gsm8k stages=[merge,evaluate] merge=into_model \
     merge.target=$OUT/gsm8k/merge/model "merge.adapters=[$PLATYPUS]" "$EVAL"
 step 4 hydra.run.dir=$OUT/ties stages=[merge,evaluate] merge=weighted_ties "merge.adapters=[$PLATYPUS,$GSM8K]" "$EVAL"
