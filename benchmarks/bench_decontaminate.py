@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_decontaminate.py [--cold] [--cache-dir DIR]
 
-All pairs are scored in blocks (platypus.curate.decontaminate); reported: the time and the peak memory of
+All pairs are scored in blocks (platypus.stages.curate.decontaminate); reported: the time and the peak memory of
 the search alone (tracemalloc of numpy's buffers), the process's peak RSS, and -- separately, since they are
 the floor any method pays -- the embedding time of each side. ``--cold`` embeds both sides into a fresh cache
 (minutes on a 2-core CPU); by default the cache is warm, as on every curate run after the first.
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from _common import DEFAULT_CACHE, MODEL, bundled_benchmarks, data_mixture, timed
 
-from platypus.curate.decontaminate import decontaminate
-from platypus.curate.embed import Embedder
+from platypus.stages.curate.decontaminate import decontaminate
+from platypus.stages.curate.embed import Embedder
 from platypus.data import load_benchmark_questions, load_mixture
 
 THRESHOLD = 0.8

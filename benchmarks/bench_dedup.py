@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from _common import DEFAULT_CACHE, MODEL, data_mixture, timed
 
-from platypus.curate.embed import Embedder
-from platypus.curate.semantic import semantic_dedup
+from platypus.stages.curate.embed import Embedder
+from platypus.stages.curate.semantic import semantic_dedup
 
 THRESHOLD = 0.8
 

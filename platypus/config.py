@@ -1,20 +1,28 @@
-"""Typed schema of every config group.
+"""Typed schema of every config group: its keys, types, choice sets and ranges.
 
 Registered with Hydra's ConfigStore as the primary config's schema (``conf/config.yaml`` lists
-``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in
-``conf/`` or on the command line fails at composition, before any work starts.
+``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in ``conf/`` or on
+the command line fails at composition, before any work starts. A value a type cannot restrict (a choice
+among names, a range) is declared next to its field (:func:`choice`, :func:`ranged`) and checked by one
+generic function, :func:`platypus.fields.validate`, with the field's own message: the config is the validator.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-STAGES = ("curate", "train", "merge", "evaluate")
+from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
+    BENCHMARK_SOURCES, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
+    LOGGER_MODES, LOGGER_NAMES, LORA_BIAS, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
+    SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
+)
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config groups (Hydra's config dir)
 
 # --------------------------------------------------------------------------- data / curate
 @dataclass
@@ -33,8 +41,10 @@ class SourceConfig:
     data_source: Optional[str] = None
     # Keep only rows whose instruction/input mention one of these words (case-insensitive).
     keywords: List[str] = field(default_factory=list)
-    max_rows: Optional[int] = None
-    fraction: Optional[float] = None
+    max_rows: Optional[int] = ranged(None, positive, "{key}={value} must be a positive number of rows; set "
+                                     "{key}=<n >= 1>, or null for no cap.")
+    fraction: Optional[float] = ranged(None, unit_interval, "{key}={value} is outside (0, 1]: it is the share of the "
+                                       "source's rows kept. Set it in (0, 1] (e.g. {key}=0.5), or null to keep every row.")
 
 
 @dataclass
@@ -42,7 +52,8 @@ class DataConfig:
     name: str = MISSING
     sources: Dict[str, SourceConfig] = field(default_factory=dict)
     # Seeded random sample of the mixture (after loading all sources), e.g. for CPU runs.
-    sample: Optional[int] = None
+    sample: Optional[int] = ranged(None, positive, "{key}={value} must be a positive number of rows; set "
+                                   "{key}=<n >= 1>, or null to use the whole mixture.")
     license_note: Optional[str] = None
 
 
@@ -50,7 +61,7 @@ class DataConfig:
 class EmbeddingConfig:
     # A SentenceTransformers id; ids of models shipped in installed packages resolve offline.
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    batch_size: int = 64
+    batch_size: int = ranged(64, positive)
     device: str = "cpu"
 
 
@@ -62,29 +73,33 @@ class ExactDedupConfig:
 @dataclass
 class SemanticDedupConfig:
     enabled: bool = True
-    threshold: float = 0.8
-    keep: str = "first"  # first (the paper) | longest (longest output wins)
-    block_size: int = 2048
+    threshold: float = ranged(0.8, unit_interval, SIMILARITY)
+    keep: str = choice("first", DEDUP_KEEP, NOT_KNOWN)  # first (the paper) | longest output wins
+    block_size: int = ranged(2048, positive)
     # bf16 screening pass + exact fp32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
     # AMX. auto = on for >= 50,000 rows on such CPUs | off | bf16.
-    screen: str = "auto"
+    screen: str = choice("auto", DEDUP_SCREENS, NOT_KNOWN)
 
 
 @dataclass
 class DecontaminateConfig:
     enabled: bool = True
-    threshold: float = 0.8
-    policy: str = "all"  # all | nearest_only (the paper's notebook)
+    threshold: float = ranged(0.8, unit_interval, SIMILARITY)
+    policy: str = choice("all", DECONTAMINATION_POLICIES, NOT_KNOWN)  # nearest_only: the paper's notebook
     benchmarks: List[str] = field(
         default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
     )
-    ngram: Optional[int] = None  # e.g. 13: independent n-gram overlap detector
+    # e.g. 13: independent n-gram overlap detector
+    ngram: Optional[int] = ranged(None, positive, "{key}={value} must be a positive integer or null.")
 
 
 @dataclass
 class CurateConfig:
     name: str = MISSING
-    on_bad_row: str = "error"  # error | skip
+    on_bad_row: str = choice("error", ON_BAD_ROW, NOT_KNOWN)  # skip: drop and count unreadable rows
+    # The steps in the order they run: modules of platypus/stages/curate/steps/ (a step whose section below
+    # says enabled: false is skipped).
+    steps: List[str] = field(default_factory=lambda: ["exact_dedup", "semantic_dedup", "decontaminate"])
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
@@ -115,7 +130,8 @@ class BenchmarkConfig:
 
 @dataclass
 class BenchmarksConfig:
-    source: str = "bundled"  # bundled | hub
+    source: str = choice("bundled", BENCHMARK_SOURCES, "{key}={value!r}: use one of {options} (the config group: "
+                                                       "benchmarks=bundled|hub).")
     sets: Dict[str, BenchmarkConfig] = field(default_factory=dict)
 
 
@@ -127,19 +143,23 @@ class ModelConfig:
     path: str = MISSING
     gguf_file: Optional[str] = None
     revision: Optional[str] = None
-    dtype: str = "float32"  # float32 | bfloat16 | float16
-    quantization: str = "none"  # none | 4bit | 8bit
+    dtype: str = choice("float32", DTYPES, DTYPE)
+    quantization: str = choice("none", QUANTIZATIONS, "{key}={value!r}: use one of {options} (4bit/8bit: QLoRA, "
+                                                      "CUDA only).")
     trust_remote_code: bool = False
 
 
 @dataclass
 class LoraConfig:
     name: str = MISSING
-    target_modules: List[str] = MISSING
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.05
-    bias: str = "none"
+    target_modules: List[str] = ranged(MISSING, len, "{key} is empty; list module names (e.g. "
+                                       "{key}=[gate_proj,up_proj,down_proj]) or choose a preset "
+                                       "(lora=platypus|attention|all_linear).")
+    r: int = ranged(16, positive, "{key}={value} must be a positive integer (the paper: 16); set {key}=<n >= 1>.")
+    alpha: int = ranged(16, positive, "{key}={value} must be a positive integer (the paper: 16); set {key}=<n >= 1>.")
+    dropout: float = ranged(0.05, lambda v: 0 <= v < 1, "{key}={value} is outside [0, 1); e.g. {key}=0.05.")
+    bias: str = choice("none", LORA_BIAS, "{key}={value!r}: use one of {options} "
+                                                            "({key}=none trains no biases).")
 
 
 @dataclass
@@ -149,15 +169,16 @@ class TrainConfig:
     dataset: Optional[str] = None
     template: str = "alpaca"  # alpaca | chat (the tokenizer's chat template)
     train_on_inputs: bool = False
-    learning_rate: float = 4e-4
-    global_batch_size: int = 16
-    micro_batch_size: int = 1
+    learning_rate: float = ranged(4e-4, lambda v: v > 0, "{key}={value} must be > 0 (the paper: 4e-4 for 13B).")
+    global_batch_size: int = ranged(16, positive)
+    micro_batch_size: int = ranged(1, positive)
     num_epochs: float = 1.0
-    max_steps: int = -1
+    max_steps: int = ranged(-1, lambda v: v == -1 or v > 0, "{key}={value}: give a positive number of optimizer "
+                                                              "steps, or -1 to train for train.num_epochs.")
     lr_scheduler: str = "cosine"
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    cutoff_len: int = 4096
+    warmup_steps: int = ranged(100, lambda v: v >= 0, "{key}={value} must be >= 0.")
+    weight_decay: float = ranged(0.0, lambda v: v >= 0, "{key}={value} must be >= 0.")
+    cutoff_len: int = ranged(4096, positive)
     # Pack rows into cutoff_len blocks (TRL best-fit decreasing; padding-free, documents kept
     # apart by position_ids). A step then holds blocks, not rows. This is the padding-free path: TRL
     # refuses padding_free without packing while max_length (cutoff_len) must be enforced.
@@ -168,62 +189,71 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     # auto: bf16 on CUDA (fp16 without bf16 support); on CPU bf16 autocast if the CPU has AMX,
     # else fp32 | fp32 | bf16 | fp16 (CUDA only). Trainable LoRA weights stay fp32.
-    precision: str = "auto"
-    logging_steps: int = 1
-    save_steps: int = 50
-    resume: str = "auto"  # auto | never
-    threads: Optional[int] = None
+    precision: str = choice("auto", PRECISIONS, "{key}={value!r}: use auto, fp32, bf16 or fp16.")
+    logging_steps: int = ranged(1, positive)
+    save_steps: int = ranged(50, positive)
+    resume: str = choice("auto", RESUME, "{key}={value!r}: use auto (continue from the newest "
+                                                    "checkpoint) or never (start over).")
+    threads: Optional[int] = ranged(None, positive, "{key}={value}: give a positive number of CPU threads, or null.")
 
 
 @dataclass
 class MergeConfig:
     name: str = MISSING
-    recipe: str = "into_base"  # none | into_base | into_model | weighted
+    recipe: str = "into_base"  # a module of platypus/stages/merge/recipes/: none | into_base | into_model | weighted | task_arithmetic
     # Input adapters: PEFT folders, or ``train`` for this run's train adapter; empty = this run's train adapter.
     adapters: List[str] = field(default_factory=list)
     # Model to fold into: hub id, local folder or a conf/model preset name. Required by into_model;
     # optional for weighted (default: the base model).
     target: Optional[str] = None
-    dtype: str = "float32"  # float32 | bfloat16 | float16: dtype of the saved merged model
+    dtype: str = choice("float32", DTYPES, DTYPE)  # of the saved merged model
     # weighted: one weight per adapter, in the order of ``adapters`` (finite, >= 0); empty = 1.0 each.
     weights: List[float] = field(default_factory=list)
     # weighted: PEFT add_weighted_adapter combination_type: cat (exact weighted sum) | linear | svd | ties |
     # ties_svd | dare_linear | dare_ties | dare_linear_svd | dare_ties_svd | magnitude_prune | magnitude_prune_svd.
-    # linear/ties/dare_*/magnitude_prune need equal ranks and are not the exact weighted sum (see platypus/merge.py).
+    # linear/ties/dare_*/magnitude_prune need equal ranks and are not the exact weighted sum (see platypus/stages/merge/recipes/weighted.py).
     combination: str = "cat"
     density: Optional[float] = None  # (0, 1]: fraction kept by ties/dare/magnitude_prune (required there)
     majority_sign_method: str = "total"  # total | frequency (ties, dare_ties and their svd variants)
     svd_rank: Optional[int] = None  # *svd combinations: rank of the result (default: the largest input rank)
     svd_clamp: Optional[float] = None  # *svd combinations: quantile clamp of the factors (default: none)
+    # Parameters of recipes beyond the ones above, checked by the recipe's own dataclass
+    # (platypus/stages/merge/recipes/<recipe>.py), e.g. task_arithmetic's {scales: [1.0, -0.5], scale: 1.0}.
+    params: Dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- evaluate
+LIMIT = "{key}={value}: use a count >= 1 or a fraction in (0, 1)."
+
+
 @dataclass
 class EvalTaskConfig:
     benchmark: str = MISSING  # key into benchmarks.sets
-    num_fewshot: int = 0
+    num_fewshot: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0.")
     metric: str = MISSING  # metric reported (acc_norm, acc, mc2)
     lm_eval_metric: str = MISSING  # the key lm-eval reports it under ("acc,none")
-    limit: Optional[float] = None  # overrides eval.limit; per subject for MMLU
+    limit: Optional[float] = ranged(None, lambda v: v > 0, LIMIT)  # overrides eval.limit; per subject for MMLU
 
 
 @dataclass
 class EvalConfig:
     name: str = MISSING
     tasks: Dict[str, EvalTaskConfig] = field(default_factory=dict)
-    limit: Optional[float] = None
+    limit: Optional[float] = ranged(None, lambda v: v > 0, LIMIT)
     # Which documents a limit keeps: random (seeded by subset_seed and the task's name: the same documents for
     # every model and run, so deltas are paired; per MMLU subject the same count) | first (lm-eval's limit)
-    subset: str = "random"
+    subset: str = choice("random", SUBSETS, "{key}={value!r}: use random (a seeded random sample per task) or first.")
     subset_seed: int = 1234
-    batch_size: str = "auto"  # an int, or auto (1 on CPU: fastest there; the largest that fits on CUDA)
-    dtype: str = "auto"  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
+    batch_size: str = ranged("auto", lambda v: str(v) == "auto" or str(v).startswith("auto:") or
+                             (str(v).isdigit() and int(v) > 0), "{key}={value!r}: use a positive integer, or 'auto' "
+                             "(1 on CPU, the largest batch that fits on CUDA).")  # an int, or auto (1 on CPU: fastest there; the largest that fits on CUDA)
+    dtype: str = choice("auto", ("auto", *DTYPES), "{key}={value!r}: use {options}.")  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
     device: str = "cpu"
-    # prefix (ours: lm-eval's HFLM computing each shared context once, platypus/evaluate/prefix.py) | hf (lm-eval's
+    # prefix (ours: lm-eval's HFLM computing each shared context once, platypus/stages/evaluate/prefix.py) | hf (lm-eval's
     # HFLM, for parity checks) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
-    backend: str = "prefix"
+    backend: str = choice("prefix", EVAL_BACKENDS, "{key}={value!r}: use one of {options_list}.")
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
-    kv_cache_gb: float = 4.0
+    kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
 
 
 @dataclass
@@ -231,24 +261,27 @@ class EvaluateConfig:
     # Explicit input: model folders / hub ids; default is this run's base (+ merged) models.
     models: List[str] = field(default_factory=list)
     # Which of this run's models to evaluate.
-    include: List[str] = field(default_factory=lambda: ["base", "merged"])
+    include: List[str] = choice(["base", "merged"], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
     # Dry run: count each task's requests, time a short warm-up on the first model, estimate the
     # total and stop (writes evaluate_plan.md/json into the run folder; nothing is evaluated).
     plan: bool = False
-    plan_warmup_docs: int = 2
+    plan_warmup_docs: int = ranged(2, lambda v: v >= 0, "{key}={value} must be >= 0.")
     # The plan's smallest significant delta assumes two models disagree on this share of a 0/1 metric's
     # documents, and that per-document mc2 differences have this standard deviation.
-    plan_disagreement: float = 0.2
-    plan_mc2_sd: float = 0.1
+    plan_disagreement: float = ranged(0.2, unit_interval, "{key}={value} is outside (0, 1]: a share of documents.")
+    plan_mc2_sd: float = ranged(0.1, lambda v: v > 0, "{key}={value} must be > 0.")
 
 
 # --------------------------------------------------------------------------- logging / root
 @dataclass
 class LoggerConfig:
-    name: str = "none"  # none | wandb
+    _target_: str = "platypus.runtime.tracking.Tracker"  # the tracker class (hydra.utils.instantiate)
+    name: str = choice("none", LOGGER_NAMES, "{key}={value!r}: use one of {options} (the config group: "
+                                             "logger=wandb|none).")
     project: str = "platypus"
     entity: Optional[str] = None
-    mode: str = "offline"
+    mode: str = choice("offline", LOGGER_MODES, "{key}={value!r}: use one of {options} (offline: sync later with "
+                                                "`wandb sync`).")
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
 
@@ -258,7 +291,7 @@ class RootConfig:
     stages: List[str] = field(default_factory=lambda: list(STAGES))
     seed: int = 42
     cache_dir: str = MISSING
-    debug: bool = False
+    traceback: bool = False  # show the full traceback of an error
     overwrite: bool = False  # move a finished stage computed from another config aside (never deleted)
     # Cross-run stage cache: <stage_cache>/<stage>/<key>/ (key = stage config + input content hashes +
     # package version); a stage whose key is there is hardlinked into the run folder, not recomputed.

@@ -13,7 +13,7 @@ from __future__ import annotations
 def main() -> None:
     from lm_eval.__main__ import cli_evaluate
 
-    import platypus.evaluate.prefix  # noqa: F401 - registers hf-prefix with lm-eval
+    import platypus.stages.evaluate.prefix  # noqa: F401 - registers hf-prefix with lm-eval
 
     cli_evaluate()
 

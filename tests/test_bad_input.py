@@ -1,5 +1,5 @@
 """The catalogue of bad input: each case gives one clear message that names the offending key, file or
-line and says what to do; on the command line, exit code 2 and no traceback (unless debug=true), and
+line and says what to do; on the command line, exit code 2 and no traceback (unless traceback=true), and
 nothing is written. README "Errors and crash safety" quotes these messages."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from platypus.config import DataConfig, SourceConfig, register
-from platypus.errors import PlatypusError
+from platypus.config import DataConfig, SourceConfig
+from platypus.runtime.errors import PlatypusError
+from tests import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -26,10 +26,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_M
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
-def config(*overrides: str):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+config = compose_config
 
 
 def message(call, *args, **kwargs) -> str:
@@ -91,7 +88,7 @@ def test_cli_output_folder_not_writable(tmp_path):
 
 def test_cli_debug_true_shows_the_traceback(tmp_path):
     done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={tmp_path}/run", "train.max_steps=abc",
-                           "debug=true"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+                           "traceback=true"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" in done.stderr and "ValidationError" in done.stderr
     assert "Wrong type for config key 'train.max_steps'" in done.stderr
 
@@ -153,7 +150,7 @@ RANGE_AND_ENUM_CASES = [
     (["train.template=vicuna"], ["train.template='vicuna' is not a known template; use one of", "alpaca", "chat"]),
     (["train.precision=fp64"], ["train.precision='fp64': use auto, fp32, bf16"]),
     (["train.resume=maybe"], ["train.resume='maybe': use auto", "or never"]),
-    (["merge.recipe=blend"], ["merge.recipe='blend': use one of ['none', 'into_base', 'into_model', 'weighted']"]),
+    (["merge.recipe=blend"], ["merge.recipe='blend': use one of ['into_base', 'into_model', 'none', 'task_arithmetic', 'weighted']"]),
     (["merge=weighted_cat", "merge.combination=avg"], ["merge.combination='avg' is not one of PEFT's", "'dare_ties'"]),
     (["model.dtype=float8"], ["model.dtype='float8' is not a dtype this project knows; use one of bfloat16, float16, float32"]),
     (["model.quantization=3bit"], ["model.quantization='3bit': use one of none, 4bit, 8bit"]),
@@ -187,7 +184,7 @@ RANGE_AND_ENUM_CASES = [
 
 @pytest.mark.parametrize("overrides,expected", RANGE_AND_ENUM_CASES, ids=[" ".join(o) for o, _ in RANGE_AND_ENUM_CASES])
 def test_check_config_names_key_value_and_valid_values(overrides, expected):
-    from platypus.validate import check_config
+    from platypus.pipeline import check_config
 
     text = message(check_config, config(*overrides))
     for part in expected:
@@ -197,7 +194,7 @@ def test_check_config_names_key_value_and_valid_values(overrides, expected):
 def test_qlora_without_cuda_fails_at_the_start(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from platypus.validate import check_config
+    from platypus.pipeline import check_config
 
     text = message(check_config, config("model.quantization=4bit"))
     assert "model.quantization=4bit (QLoRA) needs a CUDA GPU" in text and "model.quantization=none" in text
@@ -205,7 +202,7 @@ def test_qlora_without_cuda_fails_at_the_start(tmp_path):
 
 
 def test_every_shipped_option_passes_the_checks(monkeypatch):
-    from platypus.validate import check_config
+    from platypus.pipeline import check_config
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # hub presets (llama2_13b, ...): not cached here, nothing downloaded
 
@@ -289,7 +286,7 @@ def test_empty_dataset_after_filtering(tmp_path):
 
 
 def test_train_dataset_row_names_file_and_line(tmp_path):
-    from platypus.train import read_jsonl
+    from platypus.stages.train.trainer import read_jsonl
 
     path = tmp_path / "train.jsonl"
     path.write_text(rows({"instruction": "a", "output": "b"}, {"instruction": "a"}))
@@ -298,7 +295,7 @@ def test_train_dataset_row_names_file_and_line(tmp_path):
 
 # --------------------------------------------------------------------------- models
 def test_hub_id_not_cached_while_offline(monkeypatch, tmp_path):
-    from platypus.models import resolve
+    from platypus.runtime.models import resolve
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     text = message(resolve, "no-such-org/no-such-model", None, tmp_path)
@@ -307,7 +304,7 @@ def test_hub_id_not_cached_while_offline(monkeypatch, tmp_path):
 
 
 def test_missing_local_model_folder(tmp_path):
-    from platypus.models import resolve
+    from platypus.runtime.models import resolve
 
     text = message(resolve, str(tmp_path / "no" / "model"), None, tmp_path)
     assert f"model.path='{tmp_path / 'no' / 'model'}': no such folder" in text
@@ -316,7 +313,7 @@ def test_missing_local_model_folder(tmp_path):
 
 
 def test_unknown_model_id_online_is_a_clear_error(monkeypatch, tmp_path):
-    from platypus.models import load_tokenizer
+    from platypus.runtime.models import load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here; the same path a bad id takes online
     text = message(load_tokenizer, "no-such-org/no-such-model")
@@ -326,7 +323,7 @@ def test_unknown_model_id_online_is_a_clear_error(monkeypatch, tmp_path):
 def test_gguf_package_not_installed(tmp_path, monkeypatch):
     import importlib.util
 
-    from platypus import models
+    from platypus.runtime import models
 
     text = message(models.resolve, "package:no_such_model_package", "m.gguf", tmp_path)
     assert "the Python package 'no_such_model_package' is not installed" in text and "pip install" in text
@@ -342,7 +339,7 @@ def test_gguf_package_not_installed(tmp_path, monkeypatch):
 def test_lora_target_modules_missing_from_the_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from platypus.train import check_target_modules
+    from platypus.runtime.models import check_target_modules
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     text = message(check_target_modules, model, ["q_proj", "query_key_value"])
@@ -353,7 +350,7 @@ def test_lora_target_modules_missing_from_the_model(tiny_model_dir):
 def test_merge_of_incompatible_models(tiny_model_dir, tmp_path):
     from transformers import AutoConfig
 
-    from platypus.merge import check_compatible
+    from platypus.stages.merge.compat import check_compatible
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -368,7 +365,7 @@ def test_merge_of_incompatible_models(tiny_model_dir, tmp_path):
 
 
 def test_missing_benchmark_data(tmp_path, cache_dir):
-    from platypus.evaluate.tasks import build_suite
+    from platypus.stages.evaluate.tasks import build_suite
 
     cfg = config("eval=leaderboard_v1", "benchmarks=bundled")
     OmegaConf.update(cfg, "benchmarks.sets.hellaswag.files.validation", "hellaswag/nope.jsonl.gz")
@@ -429,7 +426,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_disk_full_during_a_stage_write(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    import platypus.train
+    import platypus.stages.train.trainer
     from platypus.pipeline import run_checked
 
     own = [*SMALL, f"model.path={tiny_model_dir}", f"cache_dir={tmp_path / 'cache'}"]
@@ -445,7 +442,7 @@ def test_disk_full_during_a_stage_write(tiny_model_dir, tmp_path, monkeypatch, c
         target = out / "adapter" / "adapter_model.safetensors"
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
 
-    monkeypatch.setattr(platypus.train, "train", disk_fills_up)
+    monkeypatch.setattr(platypus.stages.train.trainer, "train", disk_fills_up)
     with pytest.raises(SystemExit) as info:
         run_checked(cfg, tmp_path)
     assert info.value.code == 2
@@ -466,7 +463,7 @@ def test_disk_full_during_a_stage_write(tiny_model_dir, tmp_path, monkeypatch, c
         (out / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
         return {"resumed_from": "checkpoint-2"}
 
-    monkeypatch.setattr(platypus.train, "train", room_again)
+    monkeypatch.setattr(platypus.stages.train.trainer, "train", room_again)
     run_checked(cfg, tmp_path)
     assert (tmp_path / "train" / "manifest.json").is_file() and not (tmp_path / ".train.partial").exists()
     assert snapshot(tmp_path / "curate") == curated
@@ -486,7 +483,7 @@ def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- secrets
 def test_redact_masks_secret_looking_keys():
-    from platypus.tracking import redact
+    from platypus.runtime.tracking import redact
 
     masked = redact({"logger": {"api_key": "k", "project": "p"}, "hf_token": "t", "list": [{"password": "x"}]})
     assert masked == {"logger": {"api_key": "***", "project": "p"}, "hf_token": "***", "list": [{"password": "***"}]}

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from platypus.config import register
-from platypus.errors import PlatypusError
+from platypus.runtime.errors import PlatypusError
 from platypus.pipeline import check_stages
+from tests import compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # sweep presets (+sweep=...) and hydra/launcher presets are composed in tests/test_sweep.py.
@@ -22,9 +22,7 @@ OPTIONS = sorted(
 register()
 
 
-def compose_with(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+compose_with = compose_config
 
 
 def test_default_composes_to_the_embedded_default():

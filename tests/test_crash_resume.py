@@ -26,7 +26,7 @@ def command(run_dir: Path, model: Path) -> list[str]:
     # Nothing shared across runs: no stage cache, and a cache_dir per run folder (cross-run evaluation
     # results live there), so every run computes what it does not find in its own run folder.
     return [
-        sys.executable, "run.py", f"hydra.run.dir={run_dir}", f"cache_dir={run_dir.parent / 'cache'}",
+        sys.executable, "run.py", f"hydra.run.dir={run_dir}", "debug=fast", f"cache_dir={run_dir.parent / 'cache'}",
         f"model.path={model}", "model.gguf_file=null", "logger=none", "stage_cache=null", "curate=off", "data.sample=16",
         # 12 optimizer steps of one row, a checkpoint every 2 (LoRA dropout on: resume must restore the RNG too)
         "train.max_steps=12", "train.save_steps=2", "train.global_batch_size=1", "train.micro_batch_size=1",

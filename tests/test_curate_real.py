@@ -11,9 +11,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from platypus.config import BenchmarksConfig, CurateConfig, DataConfig
-from platypus.curate import run_curate
-from platypus.curate.embed import resolve_model
-from platypus.curate.semantic import semantic_dedup
+from platypus.stages.curate import run_curate
+from platypus.stages.curate.embed import resolve_model
+from platypus.stages.curate.semantic import semantic_dedup
 from platypus.data import load_benchmark_questions, load_mixture
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

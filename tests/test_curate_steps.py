@@ -11,11 +11,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from platypus.config import CurateConfig
-from platypus.curate import run_curate
-from platypus.curate.decontaminate import decontaminate, ngram_contamination
-from platypus.curate.exact import exact_dedup
-from platypus.curate.semantic import semantic_dedup
-from platypus.errors import PlatypusError
+from platypus.stages.curate import run_curate
+from platypus.stages.curate.decontaminate import decontaminate, ngram_contamination
+from platypus.stages.curate.exact import exact_dedup
+from platypus.stages.curate.semantic import semantic_dedup
+from platypus.runtime.errors import PlatypusError
 
 
 def row(instruction: str, output: str, input: str = "", source: str = "s") -> dict:
@@ -85,7 +85,7 @@ def test_semantic_dedup_chain_needs_exact_greedy_order():
 @pytest.mark.parametrize("block_size", [7, 64, 1000])
 @pytest.mark.parametrize("screen", ["off", "bf16"])
 def test_blocked_dedup_equals_naive_loop_on_planted_duplicates(keep, block_size, screen, monkeypatch):
-    import platypus.curate.semantic as module
+    import platypus.stages.curate.semantic as module
 
     monkeypatch.setattr(module, "KEPT_CHUNK_ELEMENTS", 5000)  # several kept chunks per block
     rng = np.random.default_rng(0)
@@ -149,7 +149,7 @@ def test_decontaminate_all_vs_nearest_only():
 
 
 def test_decontaminate_chunks_and_multiple_benchmarks(monkeypatch):
-    module = importlib.import_module("platypus.curate.decontaminate")  # the package exports a same-named function
+    module = importlib.import_module("platypus.stages.curate.decontaminate")  # the package exports a same-named function
     rng = np.random.default_rng(1)
     train = rng.standard_normal((50, 16)).astype(np.float32)
     train /= np.linalg.norm(train, axis=1, keepdims=True)
@@ -186,7 +186,7 @@ def curate_cfg(**overrides) -> OmegaConf:
 
 
 def test_run_curate_off_passes_rows_through_without_a_model(tmp_path, monkeypatch):
-    import platypus.curate.embed as embed
+    import platypus.stages.curate.embed as embed
 
     monkeypatch.setattr(embed.Embedder, "_embed", lambda *a: pytest.fail("no embedding expected"))
     rows = [row("a", "1"), row("a", "22"), row("b", "3", source="t")]
@@ -200,7 +200,7 @@ def test_run_curate_off_passes_rows_through_without_a_model(tmp_path, monkeypatc
 
 def test_run_curate_with_fake_embeddings(tmp_path, monkeypatch):
     """Every step on hand-made vectors: the model is replaced by a text -> angle table."""
-    import platypus.curate.embed as embed
+    import platypus.stages.curate.embed as embed
 
     angles = {"q1 ": 0, "q1 paraphrase ": 20, "q2 ": 90, "leaked ": 190, "almost leaked ": 228, "Test question?": 205}
     calls: list[int] = []
@@ -257,7 +257,7 @@ def test_run_curate_rejects_bad_settings(tmp_path, key, value, message):
 
 
 def test_run_curate_ngram_detector_removes_what_embeddings_miss(tmp_path, monkeypatch):
-    import platypus.curate.embed as embed
+    import platypus.stages.curate.embed as embed
 
     basis: dict[str, int] = {}  # every distinct text gets its own orthogonal vector
 
@@ -273,3 +273,19 @@ def test_run_curate_ngram_detector_removes_what_embeddings_miss(tmp_path, monkey
     assert metrics["removed_ngram_only"] == 1 and metrics["removed_contamination"] == 1 and metrics["kept"] == 1
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["decontaminate"]["ngram"] == {"n": 4, "flagged": 1, "removed_only_by_ngram": 1}
+
+
+def test_ngram_only_preset_runs_its_steps_in_its_order_without_an_embedding_model(tmp_path, monkeypatch):
+    """curate=ngram_only (a step module + a YAML listing the steps): exact dedup, then the 13-gram filter."""
+    import platypus.stages.curate.embed as embed
+    from tests.test_pipeline import config
+
+    monkeypatch.setattr(embed.Embedder, "_embed", lambda *a: pytest.fail("no embedding expected"))
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu"  # 13 words
+    rows = [row(f"Prove that {words} holds", "ok"), row("a", "1"), row("a", "1"), row("unrelated", "ok")]
+    cfg = config("curate=ngram_only").curate
+    metrics = run_curate(cfg, rows, {"b": [f"Does {words} hold?"]}, tmp_path / "out", tmp_path / "cache")
+    assert list(cfg.steps) == ["exact_dedup", "ngram_decontaminate"]
+    assert metrics["removed_exact"] == 1 and metrics["removed_ngram"] == 1 and metrics["kept"] == 2
+    removed = (tmp_path / "out" / "removed.csv").read_text()
+    assert "ngram_decontaminate" in removed and "Prove that alpha" in removed

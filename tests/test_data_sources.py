@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from platypus.config import BenchmarksConfig, DataConfig, SourceConfig
 from platypus.data import load_benchmark_questions, load_mixture
-from platypus.errors import PlatypusError
+from platypus.runtime.errors import PlatypusError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from platypus.config import register
-from platypus.curate.embed import Embedder, text_hashes
+from tests import compose_config
+from platypus.stages.curate.embed import Embedder, text_hashes
 from platypus.data.benchmarks import load_benchmark_questions
 from platypus.resources import EMBEDDINGS
-from tests.test_config import CONF
 
 
 def test_seed_covers_every_bundled_question_and_matches_the_model(tmp_path):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config")
+    cfg = compose_config()
     questions = load_benchmark_questions(cfg.benchmarks, list(cfg.benchmarks.sets))
     texts = [q for qs in questions.values() for q in qs]
     embedder = Embedder(cfg.curate.embedding.model, tmp_path)

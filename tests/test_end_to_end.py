@@ -20,7 +20,7 @@ BENCHMARKS = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc
 def run_dir(tmp_path_factory, smollm2_dir) -> Path:
     folder = tmp_path_factory.mktemp("e2e") / "run"
     command = [
-        sys.executable, "run.py", f"hydra.run.dir={folder}", "logger=wandb", "stage_cache=null",  # compute every stage
+        sys.executable, "run.py", f"hydra.run.dir={folder}", "debug=fast", "logger=wandb", "stage_cache=null",  # compute every stage
         "data.sample=48", "train.max_steps=2", "train.save_steps=1",
         "curate.decontaminate.benchmarks=[arc_challenge,truthfulqa_mc2]",
         "eval.limit=2", "eval.tasks.mmlu.limit=1", "eval.tasks.arc_challenge.num_fewshot=5",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from platypus.evaluate.aggregate import leaderboard_v1, size_weighted_mean, subject_breakdown
+from platypus.stages.evaluate.aggregate import leaderboard_v1, size_weighted_mean, subject_breakdown
 
 TASKS = {
     "arc_challenge": {"metric": "acc_norm", "lm_eval_metric": "acc_norm,none"},

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from platypus.errors import PlatypusError
-from platypus.evaluate import backends, runner
-from platypus.evaluate.runner import EvalModel, evaluate_models
+from platypus.runtime.errors import PlatypusError
+from platypus.stages.evaluate import backends
+from platypus.stages.evaluate.runner import EvalModel, evaluate_models
 from platypus.pipeline import run_pipeline
 from tests.test_pipeline import config
 
-TQA_ONLY = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=6", "eval.subset=first",
+TQA_ONLY = ["debug=fast", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=6", "eval.subset=first",
             "eval.dtype=float32"]
 
 
@@ -102,7 +102,7 @@ def test_plan_mode_estimates_and_evaluates_nothing(tmp_path, tiny_model_dir):
 
 def test_auto_dtype_is_bf16_only_where_it_is_fast(monkeypatch):
     """eval.dtype=auto: bfloat16 on AMX CPUs and bf16 GPUs, float16 on older GPUs, float32 on other CPUs."""
-    from platypus import hardware
+    from platypus.runtime import hardware
 
     for amx, expected in ((False, "float32"), (True, "bfloat16")):
         monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda amx=amx: amx)

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from platypus.evaluate.documents import choose, random_documents
-from platypus.evaluate.runner import EvalModel, evaluate_models
-from platypus.evaluate.tasks import build_suite
+from platypus.stages.evaluate.documents import choose, random_documents
+from platypus.stages.evaluate.runner import EvalModel, evaluate_models
+from platypus.stages.evaluate.tasks import build_suite
 from tests.test_pipeline import config
 
-TQA_AND_MMLU = ["logger=none", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "eval.dtype=float32",
+TQA_AND_MMLU = ["debug=fast", "logger=none", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "eval.dtype=float32",
                 "eval.tasks.mmlu.num_fewshot=1"]
 
 
@@ -93,7 +93,7 @@ def test_summary_and_table_carry_deltas_with_intervals(compared):
 
 
 def test_a_rerun_reuses_the_same_documents(compared, cache_dir, tmp_path, monkeypatch):
-    from platypus.evaluate import runner
+    from platypus.stages.evaluate import runner
 
     monkeypatch.setattr(runner, "load_lm", lambda *a: pytest.fail("same documents and settings: nothing to compute"))
     again = evaluate_models(compared["cfg"].eval, compared["cfg"].benchmarks, compared["models"], tmp_path, cache_dir,

@@ -18,12 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from platypus.config import register
-from platypus.evaluate import runner
-from platypus.evaluate.runner import EvalModel, evaluate_models
-from platypus.evaluate.tasks import build_suite
+from tests import compose_config
+from platypus.stages.evaluate import runner
+from platypus.stages.evaluate.runner import EvalModel, evaluate_models
+from platypus.stages.evaluate.tasks import build_suite
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LIMIT, BATCH = 4, 4
@@ -37,24 +36,19 @@ MODEL_ARGS = {"hf": "", "prefix": f",answers_per_pass={BATCH}"}
 
 
 def compose_cfg(*overrides: str, backend: str = "hf"):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "eval=leaderboard_v1",
-                "benchmarks=bundled",
-                f"eval.limit={LIMIT}",
-                "eval.subset=first",  # the CLI's --limit: the first documents
-                f"eval.batch_size={BATCH}",
-                "eval.dtype=float32",
-                "eval.tasks.arc_challenge.num_fewshot=2",
-                "eval.tasks.hellaswag.num_fewshot=2",
-                "eval.tasks.mmlu.num_fewshot=2",
-                f"eval.backend={backend}",
-                *overrides,
-            ],
-        )
+    return compose_config(
+        "eval=leaderboard_v1",
+        "benchmarks=bundled",
+        f"eval.limit={LIMIT}",
+        "eval.subset=first",  # the CLI's --limit: the first documents
+        f"eval.batch_size={BATCH}",
+        "eval.dtype=float32",
+        "eval.tasks.arc_challenge.num_fewshot=2",
+        "eval.tasks.hellaswag.num_fewshot=2",
+        "eval.tasks.mmlu.num_fewshot=2",
+        f"eval.backend={backend}",
+        *overrides,
+    )
 
 
 def _start_cli(backend: str, model_dir: Path, include: Path, shots: int, tasks: list[str], out: Path) -> subprocess.Popen:

@@ -1,12 +1,12 @@
-"""Paired bootstrap intervals (platypus/evaluate/stats.py): coverage, the null, MMLU's stratified mean, the average."""
+"""Paired bootstrap intervals (platypus/stages/evaluate/stats.py): coverage, the null, MMLU's stratified mean, the average."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from platypus.evaluate import stats
-from platypus.evaluate.aggregate import leaderboard_v1
+from platypus.stages.evaluate import stats
+from platypus.stages.evaluate.aggregate import leaderboard_v1
 
 
 def binary_pair(rng: np.random.Generator, n: int, p_a: float, delta: float, disagree: float):

@@ -7,21 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from platypus.config import register
-from platypus.errors import PlatypusError
-from platypus.evaluate.tasks import build_suite, subject_categories
+from tests import compose_config
+from platypus.runtime.errors import PlatypusError
+from platypus.stages.evaluate.tasks import build_suite, subject_categories
 from platypus.resources import BENCHMARKS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_cfg(*overrides: str):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=["eval=leaderboard_v1", "benchmarks=bundled", *overrides])
+    return compose_config("eval=leaderboard_v1", "benchmarks=bundled", *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +101,7 @@ def test_missing_bundled_file_and_bad_yaml_are_named(tmp_path, cache_dir):
 
 
 def test_plan_counts_requests_after_limit(tmp_path, cache_dir):
-    from platypus.evaluate.plan import plan
+    from platypus.stages.evaluate.plan import plan
 
     cfg = compose_cfg("eval.limit=3")
     with open_dict(cfg):

@@ -12,8 +12,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from platypus.config import MergeConfig, ModelConfig
-from platypus.errors import PlatypusError
-from platypus.merge import PROBE_PROMPTS, merge
+from platypus.runtime.errors import PlatypusError
+from platypus.stages.merge.fold import PROBE_PROMPTS, merge
 
 
 def tiny_llama(folder: Path, tokenizer, seed: int, hidden: int = 32) -> Path:

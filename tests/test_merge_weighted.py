@@ -10,19 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from platypus.config import register
-from platypus.errors import PlatypusError
-from platypus.merge import merge
-from platypus.models import file_sha256
+from platypus.runtime.errors import PlatypusError
+from platypus.stages.merge.fold import merge
+from platypus.runtime.identity import file_sha256
+from tests import compose_config
 from tests.test_merge import MODEL, logits, merge_cfg, random_adapter, tiny_llama
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @pytest.fixture(scope="module")
@@ -185,22 +182,19 @@ def test_output_folder_dtype_and_card(tiny_model_dir, tmp_path, adapters):
 def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters):
     from platypus.pipeline import run_pipeline
 
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "stages=[merge]", "merge=weighted_cat", f"merge.adapters=[{adapters['a']},{adapters['c']}]",
-            "merge.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
-            f"cache_dir={tmp_path / 'cache'}"])
+    cfg = compose_config(
+        "stages=[merge]", "merge=weighted_cat", f"merge.adapters=[{adapters['a']},{adapters['c']}]",
+        "merge.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
+        f"cache_dir={tmp_path / 'cache'}")
     run_pipeline(cfg, tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "merge" / "manifest.json").read_text())
     assert [a["path"] for a in manifest["inputs"]["adapters"]] == [str(adapters["a"]), str(adapters["c"])]
     assert manifest["metrics"]["weighted"]["weights"] == [0.5, 1.0]
     assert (tmp_path / "run" / "merge" / "model" / "model.safetensors").is_file()
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "stages=[merge]", "merge=weighted_cat", "merge.adapters=[train]", f"model.path={tiny_model_dir}",
-            "model.gguf_file=null", "logger=none", f"cache_dir={tmp_path / 'cache'}"])
+    cfg = compose_config(
+        "stages=[merge]", "merge=weighted_cat", "merge.adapters=[train]", f"model.path={tiny_model_dir}",
+        "model.gguf_file=null", "logger=none", f"cache_dir={tmp_path / 'cache'}")
     with pytest.raises(PlatypusError, match="'train' means this run's train adapter"):
         run_pipeline(cfg, tmp_path / "run2")
 
@@ -308,7 +302,7 @@ def test_into_base_with_another_target_is_refused(tiny_model_dir, tmp_path, toke
 
 
 def test_target_may_be_a_model_preset(smollm2_dir, tiny_model_dir, cache_dir):
-    from platypus.merge import resolve_target
+    from platypus.stages.merge.fold import resolve_target
 
     resolved = resolve_target(merge_cfg(recipe="into_model", target="smollm2_135m"), str(tiny_model_dir), str(cache_dir))
     assert Path(resolved) == Path(smollm2_dir)

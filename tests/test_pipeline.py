@@ -5,21 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from platypus.config import register
-from platypus.errors import PlatypusError
-from platypus.pipeline import evaluated_models, run_pipeline
-from tests.test_config import CONF
+from platypus.runtime.errors import PlatypusError
+from platypus.pipeline import run_pipeline
+from platypus.stages.evaluate.stage import evaluated_models
+from tests import compose_config
 
 # stage_cache=null: these tests are about one run folder (the cross-run cache: tests/test_sweep.py)
 SMALL_CURATE = ["logger=none", "stage_cache=null", "data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
 
 
-def config(*overrides: str):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+config = compose_config
 
 
 def test_train_alone_needs_a_dataset(tmp_path):
@@ -60,7 +56,7 @@ def test_same_config_and_seed_give_a_byte_identical_curated_set(tmp_path):
 
 def test_evaluate_alone_on_an_explicit_model(tmp_path, tiny_model_dir):
     cfg = config(
-        "stages=[evaluate]", "logger=none", "stage_cache=null", f"evaluate.models=[{tiny_model_dir}]", "eval.dtype=float32",
+        "stages=[evaluate]", "debug=fast", "logger=none", "stage_cache=null", f"evaluate.models=[{tiny_model_dir}]", "eval.dtype=float32",
         "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=2",
     )
     run_pipeline(cfg, tmp_path)

@@ -1,4 +1,4 @@
-"""The shared-prefix scorer (platypus/evaluate/prefix.py) returns what lm-eval's HFLM returns.
+"""The shared-prefix scorer (platypus/stages/evaluate/prefix.py) returns what lm-eval's HFLM returns.
 
 On the tiny random Llama, request by request: token-level requests built to hit every path (left
 truncation past the model's max length, answers of one and of several tokens under one context, contexts
@@ -17,7 +17,7 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from platypus.evaluate.prefix import (
+from platypus.stages.evaluate.prefix import (
     PrefixLM,
     count_tokens,
     group_requests,
@@ -86,7 +86,7 @@ def test_token_counts_share_the_header_and_the_contexts():
 @pytest.fixture(scope="module")
 def scorers(tiny_model_dir):
     kwargs = dict(pretrained=str(tiny_model_dir), dtype="float32", device="cpu", max_length=MAX_LENGTH)
-    return HFLM(batch_size=4, **kwargs), PrefixLM(batch_size=3, **kwargs)
+    return HFLM(batch_size=4, **kwargs), PrefixLM(batch_size=3, answers_per_pass=3, **kwargs)  # answers in chunks of 3
 
 
 def token_requests(model) -> list:

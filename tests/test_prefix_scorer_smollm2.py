@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from platypus.evaluate.prefix import PrefixLM
-from platypus.evaluate.runner import SEEDS
+from platypus.stages.evaluate.prefix import PrefixLM
+from platypus.stages.evaluate.runner import SEEDS
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "smollm2_hflm.json"
 # lm-eval task -> (shots, documents): the first documents of each test split.
@@ -35,14 +35,10 @@ def digest(value) -> str:
 def run_tasks(lm, suite_dir: Path, cache_dir: Path, docs: int | None = None) -> dict:
     """{lm-eval task: {"metrics", "docs": [{doc_id, requests digest, resps, per-document metrics}]}}."""
     import lm_eval
-    from hydra import compose, initialize_config_dir
+    from platypus.stages.evaluate.tasks import build_suite
+    from tests import compose_config
 
-    from platypus.config import register
-    from platypus.evaluate.tasks import build_suite
-
-    register()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["eval=leaderboard_v1", "benchmarks=bundled"])
+    cfg = compose_config("eval=leaderboard_v1", "benchmarks=bundled")
     manager = build_suite(cfg.eval, cfg.benchmarks, suite_dir, cache_dir).task_manager()
     out = {}
     for name, (shots, limit) in TASKS.items():

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 
-from hydra import compose, initialize_config_dir
 
-from platypus.config import register
 from platypus.pipeline import run_pipeline
-from tests.test_config import CONF
+from tests import compose_config
 
 
-def config(*overrides: str):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+config = compose_config
 
 
 def test_same_config_and_seed_curate_byte_identical_sets(tmp_path):
@@ -42,9 +37,9 @@ def test_same_config_and_seed_curate_byte_identical_sets(tmp_path):
 
 
 def test_same_model_gives_the_same_evaluation_numbers(tiny_model_dir, tmp_path):
-    from platypus.evaluate import EvalModel, evaluate_models
+    from platypus.stages.evaluate import EvalModel, evaluate_models
 
-    cfg = config("eval=quick", "~eval.tasks.mmlu", "eval.limit=3", "eval.dtype=float32",
+    cfg = config("eval=quick", "debug=fast", "~eval.tasks.mmlu", "eval.limit=3", "eval.dtype=float32",
                  "eval.tasks.arc_challenge.num_fewshot=2", "eval.tasks.hellaswag.num_fewshot=2")
     runs = [
         evaluate_models(cfg.eval, cfg.benchmarks, [EvalModel("tiny", str(tiny_model_dir))], tmp_path / name,

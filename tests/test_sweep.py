@@ -11,26 +11,25 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from platypus import report
-from platypus.config import SourceConfig, register
-from platypus.pipeline import StageCache, run_pipeline, stage_key
+from platypus.config import SourceConfig
+from platypus.pipeline import run_pipeline
+from platypus.runtime.cache import StageCache, stage_key
 from tests import wandb_offline
-from tests.test_config import CONF
+from tests import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 SMALL_CURATE = ["data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
-SMALL_EVAL = ["eval.dtype=float32", "eval.limit=2", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu"]
+SMALL_EVAL = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu"]
 
 
 def tiny(model: Path) -> list[str]:
-    return [f"model.path={model}", "model.gguf_file=null", "model.name=tiny", *SMALL_CURATE,
-            "train.max_steps=1", "train.save_steps=1", "train.global_batch_size=1", "train.warmup_steps=0",
-            "train.cutoff_len=128", "train.threads=1"]
+    """The tiny model with debug=fast's sizes (conf/debug/fast.yaml: 20 rows, one optimizer step, 2 documents)."""
+    return [f"model.path={model}", "model.gguf_file=null", "model.name=tiny", "debug=fast"]
 
 
 def multirun(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -49,10 +48,7 @@ def computed(sweep: Path, stage: str) -> int:
     return sum(not m.get("reused") for m in manifests(sweep, stage))
 
 
-def config(*overrides: str, hydra: bool = False):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+config = compose_config
 
 
 # --------------------------------------------------------------------------- 2x2: lora x merge
@@ -184,7 +180,7 @@ def test_the_key_ignores_where_inputs_are_but_not_what_they_hold():
 
 
 def test_curate_key_follows_the_content_of_a_local_source(tmp_path):
-    from platypus.pipeline import curate_inputs
+    from platypus.stages.curate.stage import curate_inputs
 
     data = tmp_path / "rows.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')

@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from platypus.config import LoraConfig, ModelConfig, TrainConfig
-from platypus.errors import PlatypusError
-from platypus.train import build_trainer, gradient_accumulation, to_prompt_completion, train
+from platypus.runtime.errors import PlatypusError
+from platypus.stages.train.trainer import build_trainer, gradient_accumulation, to_prompt_completion, train
 
 ROWS = [
     {"instruction": f"What is {i} plus {i}?", "input": "Show the sum." if i % 2 else "", "output": f"It is {2 * i}."}

@@ -21,7 +21,7 @@ def worker(model_dir: str, data: str, out: str, micro_batch: int) -> None:
     import torch
     import torch.distributed as dist
 
-    from platypus.train import train
+    from platypus.stages.train.trainer import train
     from tests.test_train import configs
 
     train_cfg, lora, model = configs(

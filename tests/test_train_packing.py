@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from platypus.train import build_trainer
+from platypus.stages.train.trainer import build_trainer
 from tests.test_train import ROWS, configs
 
 

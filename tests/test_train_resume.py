@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from platypus.train import train
+from platypus.stages.train.trainer import train
 from tests.test_train import ROWS, configs
 
 

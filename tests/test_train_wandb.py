@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from platypus.train import train
+from platypus.stages.train.trainer import train
 from tests.test_train import ROWS, configs
 from tests.wandb_offline import history
 

@@ -6,7 +6,8 @@ import gzip
 import json
 from typing import Any
 
-from platypus.errors import PlatypusError
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import file_sha256
 from platypus.resources import BENCHMARKS, bundled
 
 
@@ -60,3 +61,18 @@ def _question(record: dict, name: str, field: str) -> str:
             f"(fields: {', '.join(record)})."
         )
     return str(record[field])
+
+
+def benchmark_identity(benchmarks_cfg: Any, names: list[str]) -> dict[str, dict]:
+    """The named benchmarks' test questions by content: sha256 of a bundled file, or hub id + name + split."""
+    found: dict[str, dict] = {}
+    for name in names:
+        bench = benchmarks_cfg.sets.get(name)
+        if bench is None:
+            continue  # unknown name: loading the questions says so, with the valid ones
+        if benchmarks_cfg.source == "bundled" and bench.test_split in bench.files:
+            file = bench.files[bench.test_split]
+            found[name] = {"bundled": file, "sha256": file_sha256(bundled(BENCHMARKS, file))}
+        else:
+            found[name] = {"hub_id": bench.hub_path, "name": bench.hub_name, "split": bench.test_split}
+    return found

@@ -14,14 +14,16 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from platypus.errors import PlatypusError
+from platypus.config import ON_BAD_ROW, DataConfig
+from platypus.fields import validate
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import file_sha256
 from platypus.resources import BUNDLED_PREFIX, DATASETS, bundled
 
 TARGET_FIELDS = ("instruction", "input", "output")
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
-ON_BAD_ROW = ("error", "skip")
 BAD_ROW_EXAMPLES = 20
 
 
@@ -38,8 +40,8 @@ class BadRow(Exception):
 
 
 def check_mixture(data_cfg: Any) -> None:
-    """The mixture's settings that need no file (sources listed, field maps, fraction, max_rows, sample):
-    checked at the start of the run and again when the mixture is loaded."""
+    """The mixture's settings that need no file (sources listed, field maps, the schema's ranges): checked at
+    the start of the run and again when the mixture is loaded."""
     if not data_cfg.sources:
         raise PlatypusError(
             f"data.sources of data mixture '{data_cfg.name}' is empty; list at least one source "
@@ -54,21 +56,7 @@ def check_mixture(data_cfg: Any) -> None:
                     f"{key}.fields has no mapping for '{required}' (it maps {fields}); add one, e.g. "
                     f"+{key}.fields.{required}=<column of the source>."
                 )
-        if src.fraction is not None and not 0 < src.fraction <= 1:
-            raise PlatypusError(
-                f"{key}.fraction={src.fraction} is outside (0, 1]: it is the share of the source's rows kept. "
-                f"Set it in (0, 1] (e.g. {key}.fraction=0.5), or null to keep every row."
-            )
-        if src.max_rows is not None and src.max_rows < 1:
-            raise PlatypusError(
-                f"{key}.max_rows={src.max_rows} must be a positive number of rows; set {key}.max_rows=<n >= 1>, "
-                f"or null for no cap."
-            )
-    if data_cfg.sample is not None and data_cfg.sample < 1:
-        raise PlatypusError(
-            f"data.sample={data_cfg.sample} must be a positive number of rows; set data.sample=<n >= 1>, or "
-            f"null to use the whole mixture."
-        )
+    validate(data_cfg, DataConfig, "data.")  # fraction, max_rows, sample: the schema's ranges
 
 
 def load_mixture(data_cfg: Any, on_bad_row: str, seed: int) -> tuple[list[dict], dict]:
@@ -181,20 +169,57 @@ def _sample_in_order(rows: list[dict], n: int, rng: random.Random) -> list[dict]
     return [rows[i] for i in chosen]
 
 
-# --------------------------------------------------------------------------- readers
+# --------------------------------------------------------------------------- source kinds
+@dataclass(frozen=True)
+class SourceKind:
+    """Where a source's records come from: the first kind that ``matches`` a ``data.sources.*.path`` reads it
+    (``records``) and says what it is by content for the curate stage key (``identity``)."""
+
+    name: str
+    matches: Callable[[str], bool]
+    records: Callable[[Any, str], Iterator[Record]]  # (source config, its config key)
+    identity: Callable[[Any], dict]
+
+
+def _local_path(src: Any, key: str) -> Path:
+    local = Path(str(src.path)).expanduser()
+    if not local.is_file():
+        raise PlatypusError(
+            f"Data file '{src.path}' (config key {key}.path) does not exist. Give an existing "
+            ".json/.jsonl/.parquet/.csv file (optionally .gz), bundled:<file>, or a hub dataset id."
+        )
+    return local
+
+
+def _bundled_path(src: Any) -> Path:
+    return bundled(DATASETS, str(src.path)[len(BUNDLED_PREFIX):])
+
+
+SOURCE_KINDS = (
+    SourceKind("bundled", lambda path: path.startswith(BUNDLED_PREFIX),
+               lambda src, key: _read_file(_bundled_path(src)),
+               lambda src: {"bundled": str(src.path), "sha256": file_sha256(_bundled_path(src))}),
+    SourceKind("local", lambda path: Path(path).expanduser().exists() or _is_local_name(path),
+               lambda src, key: _read_file(_local_path(src, key)),
+               lambda src: ({"path": str(Path(str(src.path)).expanduser().resolve()),
+                             "sha256": file_sha256(Path(str(src.path)).expanduser())}
+                            if Path(str(src.path)).expanduser().is_file() else {"missing": str(src.path)})),
+    SourceKind("hub", lambda path: True, lambda src, key: _read_hub(str(src.path), src.split),
+               lambda src: {"hub_id": str(src.path), "split": str(src.split)}),
+)
+
+
+def source_kind(src: Any) -> SourceKind:
+    return next(kind for kind in SOURCE_KINDS if kind.matches(str(src.path)))
+
+
 def _records(src: Any, key: str) -> Iterator[Record]:
-    path = str(src.path)
-    if path.startswith(BUNDLED_PREFIX):
-        return _read_file(bundled(DATASETS, path[len(BUNDLED_PREFIX) :]))
-    local = Path(path).expanduser()
-    if local.exists() or _is_local_name(path):
-        if not local.is_file():
-            raise PlatypusError(
-                f"Data file '{path}' (config key {key}.path) does not exist. Give an existing "
-                ".json/.jsonl/.parquet/.csv file (optionally .gz), bundled:<file>, or a hub dataset id."
-            )
-        return _read_file(local)
-    return _read_hub(path, src.split)
+    return source_kind(src).records(src, key)
+
+
+def mixture_identity(data_cfg: Any) -> dict[str, dict]:
+    """Every source by content: sha256 of a bundled or local file, id + split of a hub dataset."""
+    return {name: source_kind(src).identity(src) for name, src in data_cfg.sources.items()}
 
 
 def _is_local_name(path: str) -> bool:

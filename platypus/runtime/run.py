@@ -1,0 +1,166 @@
+"""A run folder: each stage computed into ``<run>/.<stage>.partial`` and renamed into place with its manifest.
+
+A stage whose key (its resolved config + the content hashes of its inputs + the package version) matches a
+finished result is reused: from this run folder, or from the cross-run stage cache, whose entry is hardlinked
+into the run folder with ``"reused": true`` in its manifest. A finished stage computed from something else is
+never overwritten (``overwrite=true`` moves it aside).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from platypus.runtime.cache import MANIFEST, StageCache, link_tree, stage_key
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import versions
+from platypus.runtime.tracking import Tracker
+
+log = logging.getLogger("platypus")
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when run alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass
+class Run:
+    cfg: DictConfig
+    root: Path
+    tracker: Tracker
+    results: dict[str, dict] = field(default_factory=dict)  # stage -> its manifest
+    objective: float | None = None  # what a sweeper maximises: the leaderboard average of the last evaluated model
+
+    def finished(self, stage: str) -> Path | None:
+        folder = self.root / stage
+        return folder if (folder / MANIFEST).is_file() else None
+
+    def cache(self) -> StageCache | None:
+        root = self.cfg.get("stage_cache")
+        return StageCache(Path(str(root)).expanduser()) if root else None
+
+    def stage(self, name: str, config: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> tuple[Path, dict]:
+        """Run ``work(partial_dir) -> metrics`` unless an identical finished result exists, in this run
+        folder or in the stage cache (then it is hardlinked here and its manifest says ``reused``)."""
+        key, key_material = stage_key(name, config, inputs)
+        final, partial = self.root / name, self.root / f".{name}.partial"
+        if process_rank() != 0:  # other ranks of a multi-process train only help compute (and never touch the cache)
+            partial.mkdir(parents=True, exist_ok=True)
+            return partial, {"metrics": work(partial)}
+        cache = self.cache()
+        if (final / MANIFEST).is_file():
+            manifest = json.loads((final / MANIFEST).read_text())
+            if manifest.get("key") == key:
+                log.info(f"[platypus] {name}: reusing the finished result in {final}")
+                if cache:
+                    cache.store(name, key, final)
+                self.results[name] = manifest
+                return final, manifest
+            if not self.cfg.overwrite:
+                raise PlatypusError(
+                    f"{final} already holds a finished '{name}' result computed from a different config or inputs. "
+                    f"Nothing was changed. Use a new run folder (hydra.run.dir=...) or pass overwrite=true to move "
+                    f"the old result aside (it is kept, never deleted)."
+                )
+            aside = final.with_name(f"{name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+            final.rename(aside)
+            log.info(f"[platypus] {name}: moved the previous result aside to {aside}")
+        elif final.exists():
+            raise PlatypusError(f"{final} exists but has no manifest.json; move it away and rerun.")
+        # Held while computing: a parallel job of the same sweep with the same key waits, then reuses.
+        # A multi-process train never takes a cached result: the other ranks are already training.
+        alone = world_size() == 1
+        with cache.lock(name, key) if cache else nullcontext():
+            entry = cache.lookup(name, key) if cache and alone else None
+            if entry:
+                manifest = self._materialize(name, entry, inputs)
+            else:
+                manifest = self._compute(name, key, key_material, inputs, work)
+                if cache:
+                    cache.store(name, key, final)
+        self.results[name] = manifest
+        return final, manifest
+
+    def _compute(self, name: str, key: str, key_material: dict, inputs: dict, work: Callable[[Path], dict]) -> dict:
+        final, partial = self.root / name, self.root / f".{name}.partial"
+        key_file = partial / ".key"
+        if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
+            shutil.rmtree(partial)  # an interrupted attempt of another config: nothing worth keeping
+        partial.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)
+
+        log.info(f"[platypus] {name}: running")
+        started = time.time()
+        metrics = work(partial)
+        seconds = time.time() - started
+        key_file.unlink()
+        manifest = {
+            "stage": name,
+            "key": key,
+            "config": key_material["config"],
+            "inputs": inputs,
+            "outputs": sorted(str(p.relative_to(partial)) for p in partial.rglob("*") if p.is_file()),
+            "metrics": metrics,
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+            "seconds": round(seconds, 2),
+            "versions": versions(),
+            "command": " ".join(sys.argv),
+        }
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        partial.rename(final)
+        log.info(f"[platypus] {name}: done in {seconds:.1f} s -> {final}")
+        return manifest
+
+    def _materialize(self, name: str, entry: Path, inputs: dict) -> dict:
+        """Hardlink a cached result into ``<run>/<name>`` (via a partial folder and a rename)."""
+        final, staging = self.root / name, self.root / f".{name}.reuse.partial"
+        started = time.time()
+        shutil.rmtree(staging, ignore_errors=True)
+        link_tree(entry, staging)
+        manifest = json.loads((staging / MANIFEST).read_text())
+        manifest.update({
+            "inputs": inputs,  # this run's paths; the key (content hashes) is the cached one
+            "reused": True,
+            "reused_from": str(entry),
+            "reused_at": datetime.now(timezone.utc).isoformat(),
+            "reuse_seconds": round(time.time() - started, 2),
+            "reused_by_command": " ".join(sys.argv),
+        })
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))  # a copy, not a link
+        staging.rename(final)
+        partial = self.root / f".{name}.partial"  # an interrupted attempt at this very result: superseded
+        if (partial / ".key").is_file() and (partial / ".key").read_text() == manifest["key"]:
+            shutil.rmtree(partial)
+        log.info(f"[platypus] {name}: reused from the stage cache {entry} (computed there in {manifest.get('seconds')} s) "
+                 f"-> {final}")
+        return manifest
+
+    def write_run_summary(self) -> None:
+        """One line per stage with its wall time (or where it was reused from): what the README quotes."""
+        parts, reused = [], []
+        for name, manifest in self.results.items():
+            if manifest.get("reused"):
+                reused.append(name)
+                parts.append(f"{name} reused ({manifest.get('reuse_seconds')})")
+            else:
+                parts.append(f"{name} {manifest.get('seconds')}")
+        if parts:
+            log.info("[platypus] stage wall times (s): " + ", ".join(parts))
+            self.tracker.summary({"stages/reused": "+".join(reused) or "none",
+                                 "stages/computed": "+".join(n for n in self.results if n not in reused) or "none"})

@@ -1,0 +1,57 @@
+"""The stage contract: what every stage declares and does, and the artifacts stages hand each other.
+
+A stage is one class (``platypus/stages/<name>/stage.py``) registered under its name. The pipeline runs
+``cfg.stages`` in order; for each it calls ``check`` (before any stage works), then ``inputs`` (its own explicit
+inputs from the config, else the artifacts earlier stages produced or this run folder holds), ``identity``
+(the content identity of those inputs, part of the stage key), ``run`` inside a fresh partial folder, and
+``log`` on the finished folder; ``produces`` names what the finished folder hands to later stages.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+
+
+class Artifact(str, Enum):
+    """What one stage hands the next (the files are named in each stage's ``produces``)."""
+
+    dataset = "dataset"  # curate -> train: the curated JSONL
+    adapter = "adapter"  # train -> merge, evaluate: a PEFT adapter folder
+    merged = "merged"  # merge -> evaluate: a model folder
+
+
+Artifacts = dict  # Artifact -> Path
+
+
+class Stage:
+    name: ClassVar[str]
+    sections: ClassVar[tuple[str, ...]]  # the config sections the stage's result depends on (part of its key)
+    produces: ClassVar[dict[Artifact, str]] = {}  # artifact -> its path inside the finished stage folder
+
+    def check(self, cfg: DictConfig) -> None:
+        """What the stage can check before any stage works: its settings and the inputs its config names."""
+
+    def config(self, cfg: DictConfig) -> dict[str, Any]:
+        return {section: cfg[section] for section in self.sections}
+
+    def inputs(self, cfg: DictConfig, found: Artifacts, run) -> dict[str, Any] | None:
+        """The stage's inputs; None when it has nothing to do (e.g. merge=none)."""
+        return {}
+
+    def identity(self, cfg: DictConfig, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The inputs by content (file hashes, model identities): the manifest's ``inputs``, keyed without paths."""
+        return {}
+
+    def run(self, cfg: DictConfig, inputs: dict[str, Any], out: Path, run) -> dict[str, Any]:
+        """Compute into ``out``; return the metrics recorded in the manifest."""
+        raise NotImplementedError
+
+    def log(self, run, folder: Path, manifest: dict[str, Any]) -> None:
+        """Send the finished stage's metrics, tables and images to the run's tracker."""
+
+    def outputs(self, folder: Path) -> Artifacts:
+        return {artifact: folder / path for artifact, path in self.produces.items()}

@@ -1,0 +1,160 @@
+"""Which lm-eval model class evaluates a model, on which device, in which dtype and batch size.
+
+``eval.backend``: ``prefix`` (ours, platypus/stages/evaluate/prefix.py: HFLM computing each shared context
+once; the default), ``hf`` (lm-eval's HFLM, for parity checks) or ``vllm`` (lm-eval's vLLM backend, CUDA).
+A model is a folder or hub id (+ an adapter folder, applied through lm-eval's ``peft=``) or a model
+already in memory; its identity (file hashes, or a digest of its weights) keys the result cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from platypus.runtime import hardware
+from platypus.runtime.identity import identity
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.models import DTYPES
+
+TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # hardware.fast_precision -> eval.dtype
+BACKENDS = ("prefix", "hf", "vllm")
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    """A model to evaluate: a folder or hub id (+ an adapter folder), or a model already in memory."""
+
+    label: str
+    pretrained: str  # model folder or hub id; for an in-memory model, a name for logs and results
+    peft: str | None = None  # adapter folder, applied by HFLM(peft=...)
+    dtype: str | None = None  # overrides eval.dtype
+    # (model, tokenizer) already loaded, e.g. just merged in a notebook: evaluated as they are (their own
+    # dtype and device), results keyed on a digest of their weights, config and vocabulary.
+    loaded: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+
+    def describe(self, dtype: str) -> dict[str, Any]:
+        return {"label": self.label, "pretrained": self.pretrained, "peft": self.peft, "dtype": dtype,
+                "in_memory": self.loaded is not None}
+
+
+def plain_config(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def resolve_dtype(name: str, device: str) -> str:
+    """``auto`` becomes the dtype fast on this device; results record (and are keyed on) the resolved one."""
+    if name == "auto":
+        return TORCH_NAMES[hardware.fast_precision(device.startswith("cuda"))]
+    if name not in DTYPES:
+        raise PlatypusError(f"eval.dtype={name!r}: use auto, {', '.join(sorted(DTYPES))}.")
+    return name
+
+
+def resolve_batch_size(eval_cfg: Mapping[str, Any]) -> int | str:
+    """``eval.batch_size``: a positive integer, or ``auto``: lm-eval's largest-that-fits search on CUDA (vLLM
+    batches by itself), and 1 elsewhere (the prefix scorer then scores as many answers per pass as
+    ``eval.kv_cache_gb`` allows; an explicit number also caps those). lm-eval's search halves the batch on CUDA out-of-memory errors, which
+    a CPU never raises: the process is killed instead (SmolLM2-135M at 25-shot grew to 23 GiB and was
+    OOM-killed on a 24 GiB machine). On a 2-core CPU batch 1 was also the fastest for the v1 suite's long
+    few-shot prompts: ARC 25-shot 46.7 s vs 55.3 s at batch 8, 1.9 vs 7.0 GB peak RSS (short 0-shot prompts
+    gain from batching: the whole ARC at 0-shot took 387 s at batch 1, 218 s at 8)."""
+    value = eval_cfg["batch_size"]
+    text = str(value)
+    if text == "auto" or text.startswith("auto:"):
+        gpu = eval_cfg.get("backend", "prefix") == "vllm" or str(eval_cfg["device"]).startswith("cuda")
+        return text if gpu else 1
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise PlatypusError(f"eval.batch_size={value!r}: use a positive integer, or 'auto' (1 on CPU, the largest "
+                        f"batch that fits on CUDA).")
+
+
+def model_identity(model: EvalModel) -> dict[str, Any]:
+    """The model's (and adapter's) identity as manifests record it: file hashes, or hub id + revision;
+    for a model in memory, a digest of what it computes with."""
+    if model.loaded is not None:
+        return {"in_memory": in_memory_digest(*model.loaded)}
+    found: dict[str, Any] = {}
+    for role, where in (("pretrained", model.pretrained), ("peft", model.peft)):
+        if where is not None:
+            folder = Path(where).expanduser()
+            found[role] = identity(folder.resolve() if folder.is_dir() else where)
+    return found
+
+
+def in_memory_digest(net, tokenizer) -> str:
+    """sha256 over the config, every parameter and buffer (name, dtype, shape, bytes) and the vocabulary."""
+    import torch
+
+    digest = hashlib.sha256(json.dumps(net.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return digest.hexdigest()
+
+
+def model_dtype(model: EvalModel, eval_cfg: Mapping[str, Any]) -> str:
+    """The dtype the model is evaluated in: an in-memory model's own, else eval.dtype (or the model's override)."""
+    if model.loaded is not None:
+        return str(next(model.loaded[0].parameters()).dtype).removeprefix("torch.")
+    return resolve_dtype(model.dtype or eval_cfg["dtype"], eval_cfg["device"])
+
+
+def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
+    """The lm-eval model for ``eval.backend``: ours (``prefix``, HFLM computing each shared context once),
+    lm-eval's HFLM (``hf``) or its vLLM backend; a separate function so tests can observe loads."""
+    backend = eval_cfg.get("backend", "prefix")
+    if backend not in BACKENDS:
+        raise PlatypusError(f"eval.backend={backend!r}: use one of {list(BACKENDS)}.")
+    if backend == "vllm":
+        if model.loaded is not None:
+            raise PlatypusError(f"Model '{model.label}' is in memory, and eval.backend=vllm loads models from folders: "
+                                f"save it with save_pretrained() and pass the folder, or use eval.backend=prefix.")
+        return _load_vllm(model, dtype, eval_cfg)
+    from lm_eval.models.huggingface import HFLM
+
+    from platypus.stages.evaluate.prefix import PrefixLM
+
+    cls, extra = HFLM, {}
+    if backend == "prefix":  # an explicit eval.batch_size also caps the answers scored per pass
+        explicit = str(eval_cfg["batch_size"]).isdigit()
+        cls, extra = PrefixLM, {"kv_cache_gb": eval_cfg.get("kv_cache_gb", 4.0),
+                                "answers_per_pass": int(eval_cfg["batch_size"]) if explicit else None}
+    if model.loaded is not None:
+        net, tokenizer = model.loaded
+        return cls(pretrained=net, tokenizer=tokenizer, batch_size=resolve_batch_size(eval_cfg), **extra)
+    return cls(
+        pretrained=model.pretrained,
+        peft=model.peft,
+        dtype=dtype,
+        batch_size=resolve_batch_size(eval_cfg),
+        device=eval_cfg["device"],
+        **extra,
+    )
+
+
+def _load_vllm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
+    """lm-eval's vLLM backend: same tasks and metrics, much faster on GPUs. An adapter is applied by
+    vLLM's LoRA support (``lora_local_path``); results are keyed on the backend like any setting."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None:
+        raise PlatypusError("eval.backend=vllm needs vLLM: `pip install 'lm-eval[vllm]'` on a CUDA machine, "
+                            "or use eval.backend=prefix.")
+    if not torch.cuda.is_available():
+        raise PlatypusError("eval.backend=vllm needs a CUDA GPU; this machine has none. Use eval.backend=prefix.")
+    from lm_eval.models.vllm_causallms import VLLM
+
+    kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "batch_size": resolve_batch_size(eval_cfg)}
+    if model.peft:
+        rank = json.loads((Path(model.peft) / "adapter_config.json").read_text())["r"]
+        kwargs |= {"lora_local_path": model.peft, "max_lora_rank": max(16, int(rank))}
+    return VLLM(**kwargs)

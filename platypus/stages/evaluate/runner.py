@@ -1,0 +1,202 @@
+"""Evaluate models on a suite with lm-eval's Python API and write results, summary, table, chart.
+
+Each model is loaded once and each suite task is one ``simple_evaluate`` call, because few-shot counts and
+documents differ per task. A task's result file carries a settings key (model identity, task, few-shot,
+documents, batch size, dtype, backend, lm-eval version, benchmark definition), so a rerun skips tasks already
+done with the same settings and a model whose tasks are all done is never loaded. Finished task results are
+also kept under ``<cache_dir>/eval_results/<key>.json``, so another run evaluating the same model files with
+the same settings reuses them. Each result keeps every document's outcome (``items``), so any two models
+scored on the same documents are compared pair by pair (platypus/stages/evaluate/stats.py), in this run and across
+runs. Seeds are lm-eval's CLI defaults, so numbers match ``lm_eval`` run by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import digest
+from platypus.runtime.io import write_json_atomic
+from platypus.stages.evaluate import report, stats
+from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
+from platypus.stages.evaluate.backends import (
+    EvalModel,
+    load_lm,
+    model_dtype,
+    model_identity,
+    plain_config,
+    resolve_batch_size,
+)
+from platypus.stages.evaluate.documents import choose, task_items, task_limit
+from platypus.stages.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names
+
+# lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
+SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
+LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
+
+__all__ = ["EvalModel", "SEEDS", "evaluate_models", "load_lm"]
+
+
+def _run_task(lm, task: SuiteTask, task_manager, num_fewshot: int, documents: Mapping[str, Any]) -> dict[str, Any]:
+    """One suite task through ``simple_evaluate`` on the chosen documents; lm-eval's output without its logged
+    samples, plus ``items``: every document's outcome per lm-eval task."""
+    import lm_eval
+
+    from platypus.stages.evaluate.documents import items_from_samples
+
+    output = lm_eval.simple_evaluate(model=lm, tasks=list(task.lm_eval_names), num_fewshot=num_fewshot,
+                                     task_manager=task_manager, log_samples=True, **documents, **SEEDS)
+    return {**{key: output.get(key, {}) for key in LM_EVAL_KEYS}, "items": items_from_samples(output["samples"])}
+
+
+def _documents(eval_cfg: Mapping[str, Any], key: str, task: SuiteTask, task_manager) -> dict[str, Any]:
+    """lm-eval's document selection for a suite task (tasks are loaded only to draw a random subset)."""
+    limit, subset = task_limit(eval_cfg, key), eval_cfg.get("subset", "random")
+    if limit is None or subset == "first":
+        return choose({}, limit, subset, 0)
+    return choose(task_manager.load(task.lm_eval_names)["tasks"], limit, subset, int(eval_cfg.get("subset_seed", 0)))
+
+
+def evaluate_models(
+    eval_cfg: Mapping[str, Any],
+    benchmarks_cfg: Mapping[str, Any],
+    models: list[EvalModel],
+    out_dir: Path,
+    cache_dir: Path,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every suite task on every model; the first model is the reference of the table's deltas."""
+    import lm_eval
+    from lm_eval.utils import handle_non_serializable
+
+    if not models:
+        raise PlatypusError("No models to evaluate: give evaluate.models or run the train/merge stages first.")
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels) or any(not label or "/" in label for label in labels):
+        raise PlatypusError(f"Model labels must be unique, non-empty and contain no '/': got {labels}.")
+    eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
+    out_dir = Path(out_dir)
+    suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir))
+    task_manager = suite.task_manager()
+    if suite.source == "hub":
+        check_hub_names(suite, benchmarks_cfg, task_manager)
+    bs = resolve_batch_size(eval_cfg)
+    backend = eval_cfg.get("backend", "prefix")
+    documents = {key: _documents(eval_cfg, key, task, task_manager) for key, task in suite.tasks.items()}
+
+    all_results: dict[str, Any] = {}
+    for model in models:
+        dtype = model_dtype(model, eval_cfg)
+        identity = model_identity(model)
+        lm = None
+        tasks_out, seconds, task_settings, items = {}, {}, {}, {}
+        for key, task in suite.tasks.items():
+            task_cfg = eval_cfg["tasks"][key]
+            bench = benchmarks_cfg["sets"][task.benchmark]
+            settings = {
+                "model": identity,
+                "task": key,
+                "lm_eval_tasks": task.lm_eval_names,
+                "benchmark": {"source": suite.source, **bench},
+                "num_fewshot": int(task_cfg["num_fewshot"]),
+                "limit": task_limit(eval_cfg, key),
+                "documents": documents[key],
+                "batch_size": bs,
+                "dtype": dtype,
+                "device": eval_cfg["device"],
+                "backend": backend,
+                "lm_eval_version": lm_eval.__version__,
+                "seeds": SEEDS,
+            }
+            key_hash = digest(settings)
+            path = out_dir / model.label / f"{key}.json"
+            shared = Path(cache_dir) / "eval_results" / f"{key_hash}.json"  # across runs: same model + settings
+            cached = json.loads(path.read_text()) if path.is_file() else None
+            if cached and cached.get("key") == key_hash:
+                log(f"[evaluate] {model.label}/{key}: reusing {path}")
+            elif shared.is_file():
+                cached = json.loads(shared.read_text())
+                write_json_atomic(path, cached)
+                log(f"[evaluate] {model.label}/{key}: reusing the identical evaluation cached in {shared}")
+            else:
+                if lm is None:
+                    log(f"[evaluate] loading {model.label}: {model.pretrained}" + (f" + {model.peft}" if model.peft else ""))
+                    lm = load_lm(model, dtype, eval_cfg)
+                described = "all documents" if settings["limit"] is None else (
+                    f"limit {settings['limit']} ({eval_cfg.get('subset', 'random')})")
+                log(f"[evaluate] {model.label}/{key}: {len(task.lm_eval_names)} lm-eval task(s), "
+                    f"{settings['num_fewshot']}-shot, {described}")
+                start = time.perf_counter()
+                before = dataclasses.replace(lm.counts) if hasattr(lm, "counts") else None
+                output = _run_task(lm, task, task_manager, settings["num_fewshot"], documents[key])
+                cached = {"key": key_hash, "settings": settings, "seconds": time.perf_counter() - start, **output}
+                if before is not None:  # the prefix scorer: tokens HFLM would have run, and tokens computed
+                    cached["tokens"] = {"requested": lm.counts.requested - before.requested,
+                                        "hflm": lm.counts.hflm - before.hflm,
+                                        "computed": lm.counts.computed - before.computed}
+                cached = json.loads(json.dumps(cached, default=handle_non_serializable))
+                write_json_atomic(path, cached)
+                write_json_atomic(shared, cached)
+                tokens = cached.get("tokens")
+                shares = f" ({tokens['computed']:,} of {tokens['requested']:,} tokens computed)" if tokens else ""
+                log(f"[evaluate] {model.label}/{key}: {cached['seconds']:.1f} s{shares}")
+            tasks_out[key] = {k: cached[k] for k in LM_EVAL_KEYS}
+            items[key] = cached["items"]
+            seconds[key] = cached["seconds"]
+            task_settings[key] = {k: settings[k] for k in ("num_fewshot", "limit")}
+            if suite.source == "bundled" and bench.get("note"):
+                task_settings[key]["note"] = bench["note"]
+        del lm
+        gc.collect()
+        all_results[model.label] = {
+            "model": model.describe(dtype),
+            "settings": {
+                "batch_size": bs,
+                "dtype": dtype,
+                "device": eval_cfg["device"],
+                "backend": backend,
+                "subset": {"mode": eval_cfg.get("subset", "random"), "seed": eval_cfg.get("subset_seed", 0)},
+                "benchmarks_source": suite.source,
+                "lm_eval_version": lm_eval.__version__,
+                "seeds": SEEDS,
+                "tasks": task_settings,
+            },
+            "seconds": seconds,
+            "tasks": tasks_out,
+            "items": items,
+        }
+
+    summary = summarize(suite, eval_cfg, all_results)
+    subjects = report.subject_results(suite, eval_cfg, benchmarks_cfg, all_results)
+    table = report.markdown_table(summary, subjects, eval_cfg)
+    files = {name: out_dir / file for name, file in
+             (("results", "results.json"), ("summary", "summary.json"), ("subjects", "subjects.json"),
+              ("table", "table.md"), ("chart", "chart.png"))}
+    files["results"].write_text(json.dumps(all_results, indent=1, default=handle_non_serializable))
+    files["summary"].write_text(json.dumps(summary, indent=1))
+    files["subjects"].write_text(json.dumps(subjects, indent=1))
+    files["table"].write_text(table)
+    report.bar_chart(summary, files["chart"])
+    return {"summary": summary, "subjects": subjects, "table": table, "results": all_results, "files": files}
+
+
+def summarize(suite: Suite, eval_cfg: Mapping[str, Any], all_results: Mapping[str, Any]) -> dict[str, Any]:
+    """Per model: the v1 numbers with lm-eval's standard errors, and for every model after the first its paired
+    delta against the first on each task and the average (``delta``)."""
+    summary, per_model = {}, {}
+    for label, res in all_results.items():
+        results = {key: res["tasks"][key]["results"] for key in suite.tasks}
+        summary[label] = leaderboard_v1(results, eval_cfg["tasks"])
+        for key, error in standard_errors(results, eval_cfg["tasks"]).items():
+            summary[label][key]["stderr"] = error
+        per_model[label] = task_items(res["items"], eval_cfg["tasks"])
+    reference, *others = list(all_results)
+    for label in others:
+        deltas = stats.compare(per_model[reference], per_model[label], average_of=LEADERBOARD_V1, average_key=AVERAGE)
+        summary[label]["delta"] = {"reference": reference, **{k: d.as_dict() for k, d in deltas.items()}}
+    return summary

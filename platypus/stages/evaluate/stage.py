@@ -1,0 +1,129 @@
+"""The evaluate stage: the run's models (or ``evaluate.models``) on the suite of ``eval``, side by side.
+
+With ``evaluate.plan=true`` it plans instead (requests, tokens, time, the smallest significant delta) and
+writes ``evaluate_plan.md`` into the run folder, evaluating nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from platypus.config import MODEL_ROLES
+from platypus.runtime import models
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import identity, to_plain
+from platypus.runtime.tracking import flatten
+from platypus.stages.base import Artifact, Stage
+from platypus.stages.evaluate.aggregate import AVERAGE
+from platypus.stages.evaluate.backends import EvalModel, resolve_batch_size, resolve_dtype
+from platypus.stages.evaluate.tasks import resolve_benchmark
+
+log = logging.getLogger("platypus")
+DELTA_COLUMNS = ["model", "reference", "task", "delta", "low", "high", "p", "significant", "n"]
+
+
+def evaluated_models(include: list[str], candidates: dict[str, dict]) -> list[str]:
+    """The run's models named in ``evaluate.include``. ``merged`` stands for the run's final model: a run that
+    folds nothing (``merge=none``) evaluates its unmerged adapter in its place, so a ``merge=into_base,none``
+    sweep compares merged against unmerged instead of the base alone."""
+    names = [name for name in candidates if name in include]
+    if "merged" in include and "merged" not in candidates and "adapter" in candidates and "adapter" not in names:
+        log.info("[platypus] evaluate: this run merges nothing; evaluating its adapter in place of 'merged'")
+        names.append("adapter")
+    return names
+
+
+class EvaluateStage(Stage):
+    name = "evaluate"
+    sections = ("eval", "benchmarks")
+
+    def check(self, cfg) -> None:
+        eval_cfg, benchmarks = to_plain(cfg.eval), to_plain(cfg.benchmarks)
+        resolve_batch_size(eval_cfg)
+        resolve_dtype(cfg.eval.dtype, cfg.eval.device)
+        if not eval_cfg["tasks"]:
+            raise PlatypusError(f"eval.tasks of suite '{cfg.eval.name}' is empty: nothing to evaluate; pick eval=quick "
+                                f"or eval=leaderboard_v1.")
+        for key, task_cfg in eval_cfg["tasks"].items():
+            resolve_benchmark(key, task_cfg, benchmarks)
+        if cfg.evaluate.models:
+            for entry in cfg.evaluate.models:
+                models.resolve(entry, None, cfg.cache_dir, "evaluate.models", convert=False)
+        else:
+            models.base_model(cfg, convert=False)
+
+    def inputs(self, cfg, found, run) -> dict | None:
+        if cfg.evaluate.models:
+            chosen = {Path(p).name if Path(p).exists() else p:
+                      {"pretrained": models.resolve(p, None, cfg.cache_dir, "evaluate.models")} for p in cfg.evaluate.models}
+        else:
+            candidates = {"base": {"pretrained": models.base_model(cfg)}}
+            if found.get(Artifact.adapter):
+                candidates["adapter"] = {"pretrained": candidates["base"]["pretrained"], "peft": str(found[Artifact.adapter])}
+            if found.get(Artifact.merged):
+                candidates["merged"] = {"pretrained": str(found[Artifact.merged])}
+            assert set(candidates) <= set(MODEL_ROLES)
+            chosen = {name: candidates[name] for name in evaluated_models(list(cfg.evaluate.include), candidates)}
+        if not chosen:
+            raise PlatypusError(
+                "evaluate: no model to evaluate. Give evaluate.models=[folder or hub id, ...], or run the stages "
+                "that produce them (e.g. stages=[train,merge,evaluate])."
+            )
+        eval_models = [EvalModel(label=label, pretrained=spec["pretrained"], peft=spec.get("peft"))
+                       for label, spec in chosen.items()]
+        if cfg.evaluate.plan:
+            plan_evaluation(cfg, run.root, eval_models)
+            return None
+        return {"models": eval_models}
+
+    def identity(self, cfg, inputs) -> dict:
+        return {m.label: {"model": identity(m.pretrained), "peft": m.peft and identity(m.peft)} for m in inputs["models"]}
+
+    def run(self, cfg, inputs, out: Path, run) -> dict:
+        from platypus.stages.evaluate.runner import evaluate_models
+
+        result = evaluate_models(cfg.eval, cfg.benchmarks, inputs["models"], out, Path(cfg.cache_dir), log=log.info)
+        return {"summary": result["summary"], "table": result["table"]}
+
+    def log(self, run, folder: Path, manifest: dict) -> None:
+        summary = manifest["metrics"]["summary"]
+        for label, tasks in summary.items():
+            run.tracker.log(flatten(tasks, f"eval/{label}"))
+        run.tracker.image("eval/chart", folder / "chart.png")
+        rows = [[label, task, metric, value] for label, tasks in summary.items() for task, metrics in tasks.items()
+                if task != "delta" for metric, value in (metrics.items() if isinstance(metrics, dict) else [("value", metrics)])]
+        run.tracker.table("eval/results", ["model", "task", "metric", "value"], rows)
+        deltas = [[label, d["reference"], task, v["value"], v["low"], v["high"], v["p"], v["significant"], v["n"]]
+                  for label, tasks in summary.items() if (d := tasks.get("delta")) for task, v in d.items()
+                  if task != "reference"]
+        if deltas:
+            run.tracker.table("eval/deltas", DELTA_COLUMNS, deltas)
+        (run.root / "summary.json").write_text(json.dumps(summary, indent=2))
+        headline = manifest["metrics"]["table"].split("\n### ")[0]  # the per-category/subject tables stay in table.md
+        log.info(f"\n{headline}\n(full table with MMLU per category and subject: {folder / 'table.md'})")
+        averages = [v.get(AVERAGE) for v in summary.values() if isinstance(v, dict)]
+        run.objective = averages[-1] if averages else None
+
+
+def plan_evaluation(cfg, root: Path, eval_models: list[EvalModel]) -> None:
+    """``evaluate.plan=true``: requests per task, a time estimate from a measured warm-up and the smallest
+    significant delta; evaluates nothing."""
+    from platypus.stages.evaluate.plan import plan
+
+    with tempfile.TemporaryDirectory(prefix="platypus-plan-") as scratch:
+        found = plan(cfg.eval, cfg.benchmarks, eval_models, Path(scratch), Path(cfg.cache_dir),
+                     cfg.evaluate.plan_warmup_docs, log=log.info, disagreement=cfg.evaluate.plan_disagreement,
+                     mc2_sd=cfg.evaluate.plan_mc2_sd)
+    names = ", ".join(f"{m.label} ({m.pretrained}{' + ' + m.peft if m.peft else ''})" for m in eval_models)
+    dtype = resolve_dtype(cfg.eval.dtype, cfg.eval.device)
+    text = (f"# Evaluation plan: eval={cfg.eval.name}, backend {cfg.eval.backend}, batch size "
+            f"{resolve_batch_size(cfg.eval)}, {dtype}\n\nModels: {names}\n\n{found['table']}")
+    (root / "evaluate_plan.md").write_text(text)
+    (root / "evaluate_plan.json").write_text(json.dumps({k: v for k, v in found.items() if k != "table"}, indent=1))
+    log.info(f"\n{text}\n(plan only: nothing was evaluated; written to {root / 'evaluate_plan.md'})")
+
+
+STAGE = EvaluateStage()

@@ -1,0 +1,160 @@
+"""Will an adapter fold correctly into a target? Checked from configs and file headers before weights load.
+
+Refused, each with a message naming what differs: another architecture or size, another tokenizer
+(vocabulary or special tokens), target modules the model lacks, LoRA factors that do not fit its layers, a
+quantized target, an adapter folder PEFT cannot read.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import file_sha256
+
+SHAPE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "vocab_size")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_config(adapter: Path) -> dict:
+    """The adapter's PEFT config (read by PEFT itself), as a dict."""
+    from peft import PeftConfig
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise PlatypusError(f"merge.adapters: {adapter} is not a PEFT adapter folder (no adapter_config.json).")
+    try:
+        return PeftConfig.from_pretrained(str(adapter)).to_dict()
+    except (KeyError, ValueError, TypeError) as error:
+        raise PlatypusError(
+            f"merge.adapters: {adapter}/adapter_config.json is not a config PEFT can read ({type(error).__name__}: "
+            f"{error}): an unknown peft_type or fields of the wrong type. Point merge.adapters at a folder saved by "
+            f"PEFT's save_pretrained (e.g. <run>/train/adapter)."
+        ) from None
+
+
+def adapter_rank(config: dict) -> tuple[int, dict]:
+    return int(config.get("r", 0)), dict(config.get("rank_pattern") or {})
+
+
+def target_modules(config: dict) -> list[str] | None:
+    modules = config.get("target_modules")
+    return sorted(modules) if isinstance(modules, (list, tuple, set)) else None  # a regex string is checked by shape
+
+
+def _load_config(path: str, trust_remote_code: bool) -> dict | None:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).to_dict()
+    except (OSError, ValueError):
+        return None
+
+
+def check_compatible(target_path: str, adapter: Path, trust_remote_code: bool) -> list[str]:
+    """Refuse pairs that would merge silently into garbage; return warnings for the card."""
+    from transformers import AutoConfig
+
+    recorded = adapter_config(adapter).get("base_model_name_or_path")
+    target_cfg = AutoConfig.from_pretrained(target_path, trust_remote_code=trust_remote_code).to_dict()
+    if target_cfg.get("quantization_config"):
+        raise PlatypusError(
+            f"merge.target={target_path!r} is quantized ({target_cfg['quantization_config'].get('quant_method')}); "
+            f"folding a LoRA delta into quantized weights loses it. Load an unquantized copy (or dequantize it first)."
+        )
+    warnings = []
+    base_cfg = _load_config(recorded, trust_remote_code) if recorded else None
+    if base_cfg is not None:
+        diff = {k: (base_cfg.get(k), target_cfg.get(k)) for k in SHAPE_KEYS if base_cfg.get(k) != target_cfg.get(k)}
+        if diff:
+            details = "; ".join(f"{k}: adapter base {a} vs target {b}" for k, (a, b) in diff.items())
+            raise PlatypusError(
+                f"merge: the adapter {adapter} was trained on {recorded}, whose architecture/shape differs from the "
+                f"target {target_path}: {details}. A LoRA merges only into a model of the same architecture and sizes: "
+                f"choose such a merge.target (or merge=into_base to fold it into its own base)."
+            )
+    elif recorded:
+        warnings.append(f"adapter {adapter}: its recorded base {recorded!r} is not available locally; architecture "
+                        f"not compared, factor shapes checked against the target")
+    if (adapter / "tokenizer_config.json").is_file():
+        if _same_tokenizer_files(adapter, target_path):
+            pass  # byte-identical tokenizer files: nothing to compare
+        elif not _same_tokenizer(str(adapter), target_path, trust_remote_code):
+            raise PlatypusError(
+                f"merge: the tokenizer of {target_path} differs from the one the adapter {adapter} was trained with "
+                f"(vocabulary or special tokens), so the merged model would read token ids wrongly. Merge into a "
+                f"model that shares the adapter's tokenizer."
+            )
+    else:
+        warnings.append(f"adapter {adapter} has no saved tokenizer; tokenizer identity not checked (vocab size only)")
+    if recorded and str(recorded) != str(target_path):
+        warnings.append(f"adapter {adapter} trained on {recorded}, folded into {target_path} (a different model)")
+    return warnings
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+
+
+def _same_tokenizer_files(adapter: Path, target_path: str) -> bool:
+    target = Path(target_path)
+    if not target.is_dir() or not (adapter / "tokenizer.json").is_file():
+        return False
+    for name in TOKENIZER_FILES:
+        mine, theirs = adapter / name, target / name
+        if mine.is_file() != theirs.is_file() or (mine.is_file() and file_sha256(mine) != file_sha256(theirs)):
+            return False
+    return True
+
+
+def _stamp(path: str) -> tuple:
+    folder = Path(path)
+    return tuple((n, (folder / n).stat().st_size, (folder / n).stat().st_mtime_ns)
+                 for n in TOKENIZER_FILES if (folder / n).is_file())
+
+
+@lru_cache(maxsize=8)
+def _tokenizer_signature(path: str, trust_remote_code: bool, stamp: tuple) -> tuple:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return tuple(sorted(tokenizer.get_vocab().items())), tuple(tokenizer.all_special_tokens)
+
+
+def _same_tokenizer(adapter: str, target_path: str, trust_remote_code: bool) -> bool:
+    """Same vocabulary (token -> id) and special tokens."""
+    return (_tokenizer_signature(adapter, False, _stamp(adapter))
+            == _tokenizer_signature(target_path, trust_remote_code, _stamp(target_path)))
+
+
+def check_factor_shapes(model: torch.nn.Module, adapter: Path) -> None:
+    """Every LoRA factor must fit the target's layer (PEFT would fail with a bare size mismatch)."""
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return
+    from safetensors import safe_open
+
+    layers = dict(model.named_modules())
+    problems = []
+    with safe_open(str(weights), framework="pt") as handle:
+        for key in handle.keys():
+            for side in (".lora_A.", ".lora_B."):
+                if side not in key:
+                    continue
+                name = key.split(side)[0].removeprefix("base_model.model.")
+                layer = layers.get(name)
+                shape = handle.get_slice(key).get_shape()
+                if layer is None:
+                    problems.append(f"{name} (absent from the target)")
+                elif isinstance(layer, torch.nn.Linear) and len(shape) == 2:
+                    expected = layer.in_features if side == ".lora_A." else layer.out_features
+                    got = shape[1] if side == ".lora_A." else shape[0]
+                    if got != expected:
+                        problems.append(f"{key}: {got} vs the target's {expected}")
+    if problems:
+        raise PlatypusError(
+            f"merge: the adapter {adapter} does not fit the target model's layers: {problems[:5]}"
+            f"{' ...' if len(problems) > 5 else ''}. It was trained on a model of another architecture or size."
+        )

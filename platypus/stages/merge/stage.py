@@ -1,0 +1,66 @@
+"""The merge stage: adapter(s) in, a merged model folder out (``merge.recipe``: platypus/stages/merge/recipes/)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from platypus.runtime import models
+from platypus.runtime.errors import PlatypusError
+from platypus.runtime.identity import identity
+from platypus.stages.base import Artifact, Stage
+from platypus.stages.merge import recipes
+from platypus.stages.merge.compat import adapter_config
+from platypus.stages.merge.fold import merge, resolve_target
+
+log = logging.getLogger("platypus")
+
+
+class MergeStage(Stage):
+    name = "merge"
+    sections = ("merge", "model", "seed")
+    produces = {Artifact.merged: "model"}
+
+    def check(self, cfg) -> None:
+        recipe = recipes.get(cfg.merge.recipe)
+        recipe.check_settings(cfg.merge)
+        if recipe.folds:
+            models.base_model(cfg, convert=False)
+            for entry in cfg.merge.adapters:
+                if entry != "train":
+                    adapter_config(Path(entry))
+
+    def inputs(self, cfg, found, run) -> dict | None:
+        """``merge.adapters`` (``train``: this run's adapter), else this run's adapter."""
+        recipe = recipes.get(cfg.merge.recipe)
+        if not recipe.folds:
+            log.info("[platypus] merge: recipe 'none', nothing to fold")
+            return None
+        trained = found.get(Artifact.adapter)
+        chosen = []
+        for entry in cfg.merge.adapters:
+            if entry == "train" and trained is None:
+                raise PlatypusError(
+                    "merge.adapters: 'train' means this run's train adapter, but this run folder has no finished train "
+                    "stage. Add train to stages, or give the adapter's path."
+                )
+            chosen.append(trained if entry == "train" else Path(entry))
+        if chosen and trained and trained not in chosen:
+            log.info("[platypus] merge: using merge.adapters; this run's train adapter is not among them "
+                     "(list 'train' in merge.adapters to include it)")
+        chosen = chosen or ([trained] if trained else [])
+        recipe.check(cfg.merge, chosen)  # before hashing or loading anything
+        base = models.base_model(cfg)
+        return {"adapters": chosen, "base": base, "target": resolve_target(cfg.merge, base, cfg.cache_dir)}
+
+    def identity(self, cfg, inputs) -> dict:
+        found = {"adapters": [identity(a) for a in inputs["adapters"]], "base_model": identity(inputs["base"])}
+        if inputs["target"] != inputs["base"]:
+            found["target"] = identity(inputs["target"])
+        return found
+
+    def run(self, cfg, inputs, out: Path, run) -> dict:
+        return merge(cfg.merge, cfg.model, inputs["base"], inputs["adapters"], out, cfg.cache_dir, seed=cfg.seed)
+
+
+STAGE = MergeStage()
