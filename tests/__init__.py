@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def compose_config(*overrides: str, hydra: bool = False):
-    """The config run.py would compose from conf/ with ``overrides`` (``hydra``: with its ``hydra`` node).
-    ``debug=fast`` (conf/debug/fast.yaml) gives the tiny sizes most tests want."""
+    """The config run.py would compose from platypus/conf/ with ``overrides`` (``hydra``: with its ``hydra`` node).
+    ``debug=fast`` (platypus/conf/debug/fast.yaml) gives the tiny sizes most tests want."""
     from hydra import compose, initialize_config_dir
 
     from platypus.config import CONF_DIR, register

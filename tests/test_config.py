@@ -8,15 +8,14 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from platypus.config import register
+from platypus.config import CONF_DIR, register
 from platypus.runtime.errors import PlatypusError
 from platypus.pipeline import check_stages
 from tests import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # sweep presets (+sweep=...) and hydra/launcher presets are composed in tests/test_sweep.py.
 OPTIONS = sorted(
-    (group.name, path.stem) for group in CONF.iterdir()
+    (group.name, path.stem) for group in CONF_DIR.iterdir()
     if group.is_dir() and group.name not in ("sweep", "hydra") for path in group.glob("*.yaml")
 )
 register()

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from platypus.config import BenchmarksConfig, DataConfig, SourceConfig
+from platypus.config import CONF_DIR, BenchmarksConfig, DataConfig, SourceConfig
 from platypus.data import load_benchmark_questions, load_mixture
 from platypus.runtime.errors import PlatypusError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def mixture(sample=None, **sources) -> OmegaConf:
@@ -116,7 +115,7 @@ def test_empty_after_filter_and_csv(tmp_path):
 
 
 def test_bundled_source_loads():
-    cfg = OmegaConf.load(CONF / "data" / "open_platypus_rebuild.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "data" / "open_platypus_rebuild.yaml")
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg, {"sample": 100})
     rows, report = load_mixture(cfg, "error", 42)
     assert len(rows) == 100 and report["sources"]["open_platypus_rebuild"]["rows_read"] == 13984
@@ -125,7 +124,7 @@ def test_bundled_source_loads():
 
 
 def test_benchmark_questions_bundled_and_unknown_name():
-    hub, bundled = (OmegaConf.load(CONF / "benchmarks" / f"{name}.yaml") for name in ("hub", "bundled"))
+    hub, bundled = (OmegaConf.load(CONF_DIR / "benchmarks" / f"{name}.yaml") for name in ("hub", "bundled"))
     bundled.pop("defaults")  # bundled.yaml extends hub.yaml through Hydra's defaults list
     cfg = OmegaConf.merge(OmegaConf.structured(BenchmarksConfig), hub, bundled)
     questions = load_benchmark_questions(cfg, ["arc_challenge", "truthfulqa_mc2"])

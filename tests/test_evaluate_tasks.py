@@ -14,7 +14,6 @@ from platypus.runtime.errors import PlatypusError
 from platypus.stages.evaluate.tasks import build_suite, subject_categories
 from platypus.resources import BENCHMARKS
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_cfg(*overrides: str):

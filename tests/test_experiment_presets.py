@@ -1,4 +1,4 @@
-"""Every shipped experiment preset (conf/experiment/*.yaml) runs end to end in fast-dev mode: ``debug=fast`` with
+"""Every shipped experiment preset (platypus/conf/experiment/*.yaml) runs end to end in fast-dev mode: ``debug=fast`` with
 its hub parts swapped for offline ones (the tiny model as base and merge target, the bundled data and benchmarks,
 float32 on this CPU). What is left is the preset's own wiring: its stages, groups, recipe and eval settings."""
 

@@ -1,4 +1,4 @@
-"""merge=task_arithmetic (platypus/stages/merge/recipes/task_arithmetic.py, conf/merge/task_arithmetic.yaml): the
+"""merge=task_arithmetic (platypus/stages/merge/recipes/task_arithmetic.py, platypus/conf/merge/task_arithmetic.yaml): the
 folded weights are exactly W + scale * Σ s_i ΔW_i, a negative coefficient subtracts an adapter, and bad settings
 are refused before any work. The recipe is the example of "a merge recipe = one module + one YAML + one test"."""
 

@@ -31,7 +31,7 @@ def test_trust_remote_code_is_off_unless_a_preset_sets_it():
     from platypus.config import ModelConfig
 
     assert ModelConfig.trust_remote_code is False
-    for preset in (REPO / "conf" / "model").glob("*.yaml"):
+    for preset in (REPO / "platypus" / "conf" / "model").glob("*.yaml"):
         assert OmegaConf.load(preset).get("trust_remote_code", False) is False, preset
     for path in SOURCES:
         for call in calls(path):

@@ -6,7 +6,7 @@ stderr and exit code 2, before Hydra creates the run folder:
 
 1. unknown group options and config keys, with the closest valid names (:mod:`platypus.cli.names`:
    ``model=smolm2`` -> ``Did you mean smollm2_135m?``, ``train.lerning_rate`` -> ``train.learning_rate``);
-2. a composition error (wrong type, value not optional, a broken file in ``conf/``) in words: the key, the
+2. a composition error (wrong type, value not optional, a broken file in ``platypus/conf/``) in words: the key, the
    expected type, an example (:mod:`platypus.cli.explain`); the config is composed once, plus once per
    swept group option (a swept key's values are set on that config, which the schema type-checks);
 3. an output folder (``hydra.run.dir``, or ``hydra.sweep.dir`` with ``--multirun``) that cannot be written;

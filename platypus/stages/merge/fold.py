@@ -34,7 +34,7 @@ PROBE_PROMPTS = [
 
 
 def model_preset(name: str):
-    """The ``model`` config group's option ``name`` (conf/model/<name>.yaml), composed by Hydra, or None."""
+    """The ``model`` config group's option ``name`` (platypus/conf/model/<name>.yaml), composed by Hydra, or None."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -56,7 +56,7 @@ def resolve_target(cfg: DictConfig, base_path: str, cache_dir: str) -> str:
     recipe, target = recipes.get(cfg.recipe), cfg.target
     if recipe.target_required and not target:
         raise PlatypusError(
-            f"merge.recipe={cfg.recipe} needs merge.target=<hub id, model folder or conf/model preset name>."
+            f"merge.recipe={cfg.recipe} needs merge.target=<hub id, model folder or platypus/conf/model preset name>."
         )
     if not target:
         return base_path
@@ -118,7 +118,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
             "recorded_base": config.get("base_model_name_or_path"),
             "r": config.get("r"),
             "lora_alpha": config.get("lora_alpha"),
-            "target_modules": config.get("target_modules"),
+            "target_modules": target_modules(config) or config.get("target_modules"),
             "weight": weight,
         }
         for adapter, config, weight in zip(adapters, configs, weights)
