@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
-    BENCHMARK_SOURCES, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
+    BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
     LOGGER_MODES, LOGGER_NAMES, LORA_BIAS, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
     SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
 )
@@ -297,6 +297,14 @@ class RootConfig:
     # package version); a stage whose key is there is hardlinked into the run folder, not recomputed.
     # null disables it.
     stage_cache: Optional[str] = None
+    # Before a finished result is reused: fast = sizes and modification times (hashing a file whose time moved),
+    # full = every file's sha256 again. A result that does not match its manifest is moved aside and recomputed.
+    stage_cache_verify: str = choice("fast", CACHE_VERIFY, "{key}={value!r}: use one of {options} (fast: sizes and "
+                                                          "modification times; full: every file's sha256).")
+    # Size budget of the stage cache in GB: after a run, the least recently used entries no run folder uses
+    # are removed until it fits (python -m platypus.cache gc does the same on demand). null: no budget.
+    stage_cache_max_gb: Optional[float] = ranged(None, lambda v: v > 0, "{key}={value} must be a positive number "
+                                                 "of GB, or null for no budget.")
     data: DataConfig = field(default_factory=DataConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
     benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)

@@ -6,6 +6,7 @@ folder, manifests, reuse and the stage cache are ``platypus/runtime/run.py``.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,7 +16,7 @@ from platypus.config import STAGES
 from platypus.fields import validate
 from platypus.runtime import tracking
 from platypus.runtime.errors import PlatypusError, fail, is_write_error, write_error_message
-from platypus.runtime.run import Run, process_rank, world_size
+from platypus.runtime.run import Run, exclusive, process_rank, world_size
 from platypus.stages import Artifacts
 
 
@@ -58,6 +59,11 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
             f"then the other stages with plain `python run.py` in the same run folder."
         )
     root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root) if process_rank() == 0 else nullcontext():
+        return _run_stages(cfg, root)
+
+
+def _run_stages(cfg: DictConfig, root: Path) -> float | None:
     name = "-".join(str(cfg[g].name) for g in ("data", "lora", "merge"))
     tracker = (tracking.start(cfg.logger, cfg, root, name, tracking.hydra_job(), job_type="+".join(cfg.stages))
                if process_rank() == 0 else tracking.Tracker())
@@ -74,6 +80,7 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
             if process_rank() == 0:
                 stage.log(run, folder, manifest)
             found.update(stage.outputs(folder))
+        run.trim_cache()
         return run.objective
     finally:
         run.write_run_summary()

@@ -2,8 +2,10 @@
 
 A stage whose key (its resolved config + the content hashes of its inputs + the package version) matches a
 finished result is reused: from this run folder, or from the cross-run stage cache, whose entry is hardlinked
-into the run folder with ``"reused": true`` in its manifest. A finished stage computed from something else is
-never overwritten (``overwrite=true`` moves it aside).
+into the run folder with ``"reused": true`` in its manifest. Finished files are read-only and recorded (size,
+sha256) in the manifest; a result that no longer matches its record is moved aside and computed again
+(platypus/runtime/integrity.py). A finished stage computed from something else is never overwritten
+(``overwrite=true`` moves it aside). One process writes a run folder at a time (:func:`exclusive`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +25,11 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
+from platypus.runtime import integrity
 from platypus.runtime.cache import MANIFEST, StageCache, link_tree, stage_key
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import versions
+from platypus.runtime.io import write_json_atomic
 from platypus.runtime.tracking import Tracker
 
 log = logging.getLogger("platypus")
@@ -37,6 +42,39 @@ def process_rank() -> int:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextmanager
+def exclusive(root: Path):
+    """Hold ``<run>/.platypus.lock`` while running: a second process on the same run folder is refused (it would
+    interleave stages). No lock where flock is unavailable."""
+    try:
+        import fcntl
+
+        handle = open(root / ".platypus.lock", "a+")
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise PlatypusError(
+                f"{root} is in use by another platypus process ({handle.read().strip() or 'unknown'}). Nothing was "
+                f"changed. Wait for it to finish and run again (finished stages are reused), or give this run its own "
+                f"folder: hydra.run.dir=<new folder>."
+            ) from None
+        except OSError:  # a filesystem without flock: go on unlocked
+            pass
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%Y-%m-%d %H:%M:%S}: "
+                     f"{' '.join(sys.argv)}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 @dataclass
@@ -55,6 +93,10 @@ class Run:
         root = self.cfg.get("stage_cache")
         return StageCache(Path(str(root)).expanduser()) if root else None
 
+    @property
+    def verify_full(self) -> bool:
+        return self.cfg.get("stage_cache_verify", "fast") == "full"
+
     def stage(self, name: str, config: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> tuple[Path, dict]:
         """Run ``work(partial_dir) -> metrics`` unless an identical finished result exists, in this run
         folder or in the stage cache (then it is hardlinked here and its manifest says ``reused``)."""
@@ -66,34 +108,43 @@ class Run:
         cache = self.cache()
         if (final / MANIFEST).is_file():
             manifest = json.loads((final / MANIFEST).read_text())
-            if manifest.get("key") == key:
+            problem = integrity.damage(final, manifest.get("files"), MANIFEST, self.verify_full) \
+                if manifest.get("key") == key else "computed from a different config or inputs"
+            if problem is None:
                 log.info(f"[platypus] {name}: reusing the finished result in {final}")
-                if cache:
-                    cache.store(name, key, final)
+                if cache and cache.store(name, key, final):
+                    cache.used_by(name, key, self.root)
                 self.results[name] = manifest
                 return final, manifest
-            if not self.cfg.overwrite:
+            if manifest.get("key") == key:
+                aside = integrity.set_aside(final)
+                log.warning(f"[platypus] {name}: the finished result in {final} does not match its manifest: {problem}. "
+                            f"Moved it aside to {aside} (kept, never deleted); computing the stage again.")
+            elif not self.cfg.overwrite:
                 raise PlatypusError(
                     f"{final} already holds a finished '{name}' result computed from a different config or inputs. "
                     f"Nothing was changed. Use a new run folder (hydra.run.dir=...) or pass overwrite=true to move "
                     f"the old result aside (it is kept, never deleted)."
                 )
-            aside = final.with_name(f"{name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
-            final.rename(aside)
-            log.info(f"[platypus] {name}: moved the previous result aside to {aside}")
+            else:
+                aside = final.with_name(f"{name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+                final.rename(aside)
+                log.info(f"[platypus] {name}: moved the previous result aside to {aside}")
         elif final.exists():
             raise PlatypusError(f"{final} exists but has no manifest.json; move it away and rerun.")
         # Held while computing: a parallel job of the same sweep with the same key waits, then reuses.
         # A multi-process train never takes a cached result: the other ranks are already training.
         alone = world_size() == 1
         with cache.lock(name, key) if cache else nullcontext():
-            entry = cache.lookup(name, key) if cache and alone else None
+            entry = cache.lookup(name, key, self.verify_full) if cache and alone else None
             if entry:
                 manifest = self._materialize(name, entry, inputs)
             else:
                 manifest = self._compute(name, key, key_material, inputs, work)
                 if cache:
-                    cache.store(name, key, final)
+                    entry = cache.store(name, key, final)
+            if entry:
+                cache.used_by(name, key, self.root)
         self.results[name] = manifest
         return final, manifest
 
@@ -110,12 +161,14 @@ class Run:
         metrics = work(partial)
         seconds = time.time() - started
         key_file.unlink()
+        files, hash_seconds = integrity.record(partial, MANIFEST)
         manifest = {
             "stage": name,
             "key": key,
             "config": key_material["config"],
             "inputs": inputs,
-            "outputs": sorted(str(p.relative_to(partial)) for p in partial.rglob("*") if p.is_file()),
+            "files": files,  # relative path -> size, sha256, mtime_ns: what reuse checks
+            "hash_seconds": round(hash_seconds, 2),
             "metrics": metrics,
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
             "seconds": round(seconds, 2),
@@ -123,12 +176,13 @@ class Run:
             "command": " ".join(sys.argv),
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        integrity.seal(partial)
         partial.rename(final)
         log.info(f"[platypus] {name}: done in {seconds:.1f} s -> {final}")
         return manifest
 
     def _materialize(self, name: str, entry: Path, inputs: dict) -> dict:
-        """Hardlink a cached result into ``<run>/<name>`` (via a partial folder and a rename)."""
+        """Hardlink a cached (read-only, checked) result into ``<run>/<name>`` (via a partial folder and a rename)."""
         final, staging = self.root / name, self.root / f".{name}.reuse.partial"
         started = time.time()
         shutil.rmtree(staging, ignore_errors=True)
@@ -142,7 +196,8 @@ class Run:
             "reuse_seconds": round(time.time() - started, 2),
             "reused_by_command": " ".join(sys.argv),
         })
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))  # a copy, not a link
+        write_json_atomic(staging / MANIFEST, manifest, indent=2)  # a copy, not a link
+        integrity.seal(staging)
         staging.rename(final)
         partial = self.root / f".{name}.partial"  # an interrupted attempt at this very result: superseded
         if (partial / ".key").is_file() and (partial / ".key").read_text() == manifest["key"]:
@@ -150,6 +205,16 @@ class Run:
         log.info(f"[platypus] {name}: reused from the stage cache {entry} (computed there in {manifest.get('seconds')} s) "
                  f"-> {final}")
         return manifest
+
+    def trim_cache(self) -> None:
+        """Keep the stage cache within ``stage_cache_max_gb``: remove the least recently used entries no run uses."""
+        cache, budget = self.cache(), self.cfg.get("stage_cache_max_gb")
+        if not cache or budget is None or process_rank() != 0:
+            return
+        for entry in cache.collectable(max_bytes=int(budget * 1e9)):
+            cache.remove(entry)
+            log.info(f"[platypus] stage cache over its budget ({budget} GB): removed {entry.stage}/{entry.key} "
+                     f"({entry.size / 1e9:.2f} GB, unused by any run folder)")
 
     def write_run_summary(self) -> None:
         """One line per stage with its wall time (or where it was reused from): what the README quotes."""

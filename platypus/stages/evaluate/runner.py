@@ -5,7 +5,8 @@ documents differ per task. A task's result file carries a settings key (model id
 documents, batch size, dtype, backend, lm-eval version, benchmark definition), so a rerun skips tasks already
 done with the same settings and a model whose tasks are all done is never loaded. Finished task results are
 also kept under ``<cache_dir>/eval_results/<key>.json``, so another run evaluating the same model files with
-the same settings reuses them. Each result keeps every document's outcome (``items``), so any two models
+the same settings reuses them; each file carries the digest of its content and one that does not match it is
+moved aside and computed again. Each result keeps every document's outcome (``items``), so any two models
 scored on the same documents are compared pair by pair (platypus/stages/evaluate/stats.py), in this run and across
 runs. Seeds are lm-eval's CLI defaults, so numbers match ``lm_eval`` run by hand.
 """
@@ -19,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from platypus.runtime import integrity
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest
-from platypus.runtime.io import write_json_atomic
+from platypus.runtime.io import read_json, write_json_atomic
 from platypus.stages.evaluate import report, stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
 from platypus.stages.evaluate.backends import (
@@ -40,6 +42,21 @@ SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234,
 LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
 
 __all__ = ["EvalModel", "SEEDS", "evaluate_models", "load_lm"]
+
+
+def _reusable(path: Path, key: str, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The task result in ``path`` if it has this settings ``key`` and its content is intact; a damaged one is
+    moved aside (kept) so that the task is computed again."""
+    cached = read_json(path)
+    if not cached or cached.get("key") != key:
+        return None
+    if integrity.intact(cached):
+        return cached
+    aside = path.with_name(f"{path.stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+    path.rename(aside)
+    why = "changed since it was written" if "content_sha256" in cached else "has no content digest (an older version)"
+    log(f"[evaluate] {path} {why}: moved aside to {aside} (kept); evaluating the task again")
+    return None
 
 
 def _run_task(lm, task: SuiteTask, task_manager, num_fewshot: int, documents: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,11 +133,10 @@ def evaluate_models(
             key_hash = digest(settings)
             path = out_dir / model.label / f"{key}.json"
             shared = Path(cache_dir) / "eval_results" / f"{key_hash}.json"  # across runs: same model + settings
-            cached = json.loads(path.read_text()) if path.is_file() else None
-            if cached and cached.get("key") == key_hash:
+            cached = _reusable(path, key_hash, log)
+            if cached:
                 log(f"[evaluate] {model.label}/{key}: reusing {path}")
-            elif shared.is_file():
-                cached = json.loads(shared.read_text())
+            elif cached := _reusable(shared, key_hash, log):
                 write_json_atomic(path, cached)
                 log(f"[evaluate] {model.label}/{key}: reusing the identical evaluation cached in {shared}")
             else:
@@ -139,7 +155,7 @@ def evaluate_models(
                     cached["tokens"] = {"requested": lm.counts.requested - before.requested,
                                         "hflm": lm.counts.hflm - before.hflm,
                                         "computed": lm.counts.computed - before.computed}
-                cached = json.loads(json.dumps(cached, default=handle_non_serializable))
+                cached = integrity.sealed(json.loads(json.dumps(cached, default=handle_non_serializable)))
                 write_json_atomic(path, cached)
                 write_json_atomic(shared, cached)
                 tokens = cached.get("tokens")
