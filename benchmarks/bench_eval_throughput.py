@@ -34,7 +34,7 @@ def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -
     from platypus.runtime.models import resolve
     from platypus.stages.evaluate.backends import EvalModel, load_lm
     from platypus.stages.evaluate.plan import TimedLM
-    from platypus.stages.evaluate.prefix import count_tokens
+    from platypus.stages.evaluate.prefix_schedule import count_tokens
     from platypus.stages.evaluate.tasks import build_suite
 
     register()

@@ -17,11 +17,12 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from platypus.stages.evaluate.prefix import (
-    PrefixLM,
+from platypus.stages.evaluate.prefix import PrefixLM
+from platypus.stages.evaluate.prefix_schedule import (
     count_tokens,
     group_requests,
     model_input,
+    passes,
     reused_tokens,
     rows_per_pass,
     shared_prefix,
@@ -194,3 +195,40 @@ def test_half_precisions_score_close_to_hflm(tiny_model_dir, dtype):
     theirs = HFLM(**kwargs).loglikelihood(instances(TEXT), disable_tqdm=True)
     scale = max(abs(b) for b, _ in theirs)
     assert max(abs(a - b) for (a, _), (b, _) in zip(ours, theirs)) <= 0.02 * scale
+
+
+def single_token_requests(model) -> list:
+    """MMLU-like: contexts of different lengths after a shared header (one longer than MAX_LENGTH, one sharing
+    only part of the header), four one-token answers each, one of them the model's greedy token."""
+    rng = random.Random(1)
+    vocab = model.config.vocab_size
+    header = [rng.randrange(vocab) for _ in range(20)]
+    contexts = [header + [rng.randrange(vocab) for _ in range(n)] for n in (2, 9, 5, 31, 60, 14, 3, 7)]
+    contexts.append(header[:15] + [rng.randrange(vocab) for _ in range(6)])
+    requests = []
+    for doc, context in enumerate(contexts):
+        with torch.no_grad():
+            greedy = int(model(torch.tensor([context[-MAX_LENGTH:]])).logits[0, -1].argmax())
+        answers = [[greedy]] + [[rng.randrange(vocab)] for _ in range(3)]
+        requests += [((f"doc{doc}", f"answer{i}"), context, answer) for i, answer in enumerate(answers)]
+    return requests
+
+
+def test_single_token_contexts_batched_on_their_shared_prefix_equal_hflm(scorers):
+    hf, prefix = scorers  # answers_per_pass=3: batches of at most 3 contexts
+    requests = single_token_requests(hf.model)
+    steps = list(passes(requests, MAX_LENGTH, 3))
+    assert max(len(s.groups) for s in steps) == 3 and len(steps) < 9  # really batched
+    before = prefix.counts.computed
+    ours = prefix._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert_same(ours, hf._loglikelihood_tokens(requests, disable_tqdm=True), tol=1e-5)
+    assert sum(g for _, g in ours) >= 8  # every document's greedy answer
+    assert prefix.counts.computed - before == count_tokens(requests, MAX_LENGTH, 3, 3).computed
+
+
+def test_batched_contexts_without_logits_to_keep_equal_hflm(scorers, monkeypatch):
+    hf, prefix = scorers
+    monkeypatch.setattr(PrefixLM, "_keeps_logits", property(lambda self: False))  # a model without the argument
+    requests = single_token_requests(hf.model)
+    assert_same(prefix._loglikelihood_tokens(requests, disable_tqdm=True),
+                hf._loglikelihood_tokens(requests, disable_tqdm=True), tol=1e-5)

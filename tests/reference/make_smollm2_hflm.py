@@ -3,7 +3,8 @@
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m tests.reference.make_smollm2_hflm
 
 Rerun it when lm-eval, transformers or the bundled benchmarks change (the test names the documents whose
-requests no longer match). About 20 minutes on a 2-core CPU, float32, batch size 1 (the leaderboard's).
+requests no longer match), on an AVX2 and on an AVX-512 machine: it writes the file for this machine's
+instruction set. 7-20 minutes on a 2-core CPU, float32, batch size 1 (the leaderboard's).
 """
 
 from __future__ import annotations

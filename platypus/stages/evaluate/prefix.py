@@ -12,9 +12,12 @@ context/continuation split, BOS handling and left truncation: it inherits all of
 3. runs each context once, starting from the key/value cache of the longest prefix it shares with the
    previous one (only the last position's logits are computed: the first answer token's),
 4. scores the answers' remaining tokens in one batch on the context's cache (copied over the answers
-   scored together, as many as ``kv_cache_gb`` allows).
+   scored together, as many as ``kv_cache_gb`` allows);
+5. runs neighbouring contexts whose answers are all one token (MMLU's letters) as one batch on the cache
+   of the prefix they share, when that prefix is at least half of each and costs at most ``BATCH_SLACK``
+   reused tokens per context.
 
-It returns HFLM's ``(sum of logprobs, is_greedy)`` per request, in the requests' order; only the
+Steps 1-3 and 5 are planned without a model in platypus/stages/evaluate/prefix_schedule.py. It returns HFLM's ``(sum of logprobs, is_greedy)`` per request, in the requests' order; only the
 floating-point summation order differs (within 1e-4 of HFLM in float32, tests/test_prefix_scorer.py).
 ``loglikelihood_rolling`` and ``generate_until`` are HFLM's. Registered with lm-eval as ``hf-prefix``.
 """
@@ -23,110 +26,19 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from platypus.stages.evaluate.prefix_schedule import (
+    CONTEXTS_PER_PASS, Group, Pass, TokenCounts, count_tokens, passes, rows_per_pass,
+)
+
 NAME = "hf-prefix"
 DEFAULT_KV_CACHE_GB = 4.0
-
-# One request as TemplateLM.loglikelihood hands it over: ((context, continuation), context ids, continuation ids).
-Request = tuple[tuple[str, str] | None, Sequence[int], Sequence[int]]
-
-
-@dataclass
-class Group:
-    """Requests whose scored tokens follow the same context: it is computed once for all of them."""
-
-    context: tuple[int, ...]  # the tokens up to and including the one whose logits score the first answer token
-    choices: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)  # (request index, answer tokens)
-
-
-def model_input(context: Sequence[int], continuation: Sequence[int], max_length: int) -> list[int]:
-    """What HFLM feeds the model for one request: context + answer, left-truncated to ``max_length + 1``
-    tokens, without the last answer token."""
-    return (list(context) + list(continuation))[-(max_length + 1):][:-1]
-
-
-def group_requests(requests: Sequence[Request], max_length: int) -> list[Group]:
-    """Requests grouped by their (truncated) context, groups sorted by its tokens so shared prefixes are adjacent."""
-    groups: dict[tuple[int, ...], Group] = {}
-    for index, (_, context, continuation) in enumerate(requests):
-        tokens = model_input(context, continuation, max_length)
-        key = tuple(tokens[: len(tokens) - len(continuation) + 1])
-        groups.setdefault(key, Group(key)).choices.append((index, tuple(continuation)))
-    return [groups[key] for key in sorted(groups)]
-
-
-def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token sequences."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-def reused_tokens(previous: Sequence[int], context: Sequence[int]) -> int:
-    """Tokens of ``context`` taken from the previous context's cache: at least its last token is computed,
-    since its logits score the first answer token."""
-    return min(shared_prefix(previous, context), len(context) - 1)
-
-
-def schedule(requests: Sequence[Request], max_length: int) -> Iterator[tuple[Group, int]]:
-    """Each group in scoring order, with the number of its context tokens reused from the group before."""
-    previous: tuple[int, ...] | None = None
-    for group in group_requests(requests, max_length):
-        yield group, reused_tokens(previous, group.context) if previous is not None else 0
-        previous = group.context
-
-
-def rows_per_pass(lengths: Sequence[int], max_rows: int) -> Iterator[list[int]]:
-    """Indices of answers (those of 2+ tokens) scored together on a context's cache, longest first so that
-    each batch pads little."""
-    longer = sorted((i for i, n in enumerate(lengths) if n > 1), key=lambda i: -lengths[i])
-    for start in range(0, len(longer), max_rows):
-        yield longer[start: start + max_rows]
-
-
-@dataclass
-class TokenCounts:
-    """Tokens of every request's whole input (``requested``), tokens lm-eval's HFLM runs (``hflm``: it computes
-    a context once only when all its answers are one token) and tokens this scorer runs (``computed``);
-    ``common``: the prefix shared by every context of the call (computed once)."""
-
-    requests: int = 0
-    requested: int = 0
-    hflm: int = 0
-    computed: int = 0
-    contexts: int = 0
-    common: int = 0
-
-    def add(self, other: "TokenCounts") -> None:
-        for name in ("requests", "requested", "hflm", "computed", "contexts"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-def count_tokens(requests: Sequence[Request], max_length: int, max_rows: int = 1 << 30) -> TokenCounts:
-    """What scoring ``requests`` in one call computes, without a model: the scorer's statistics and the
-    cost model of ``evaluate.plan``."""
-    counts = TokenCounts(requests=len(requests))
-    inputs = {tuple(c) + tuple(k[:-1]): len(model_input(c, k, max_length)) for _, c, k in requests}  # HFLM's groups
-    counts.requested = sum(len(model_input(c, k, max_length)) for _, c, k in requests)
-    counts.hflm = sum(inputs.values())
-    first = None
-    for group, reuse in schedule(requests, max_length):
-        first = group.context if first is None else first
-        counts.common = shared_prefix(first, group.context) if counts.contexts else len(group.context)
-        counts.contexts += 1
-        counts.computed += len(group.context) - reuse
-        lengths = [len(tokens) for _, tokens in group.choices]
-        counts.computed += sum(len(rows) * (lengths[rows[0]] - 1) for rows in rows_per_pass(lengths, max_rows))
-    return counts
 
 
 @register_model(NAME)
@@ -155,20 +67,25 @@ class PrefixLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         from tqdm import tqdm
 
-        max_rows = self.answers_per_pass
-        counts = count_tokens(requests, self.max_length, max_rows)
+        max_rows, context_rows = self.answers_per_pass, self._context_rows()
+        counts = count_tokens(requests, self.max_length, max_rows, context_rows)
         if self._dry_runs is not None:
             self._dry_runs.append(counts)
             return [(0.0, False)] * len(requests)
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         cache = None
         with tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring (shared prefixes)") as bar:
-            for group, reuse in schedule(requests, self.max_length):
-                first, cache = self._run_context(group.context, reuse, cache)
-                for (index, _), scored in zip(group.choices, self._score_answers(group, first, cache, max_rows)):
-                    results[index] = scored
-                    self.cache_hook.add_partial("loglikelihood", requests[index][0], scored)
-                bar.update(len(group.choices))
+            for step in passes(requests, self.max_length, context_rows):
+                if len(step.groups) > 1:
+                    firsts, cache = self._run_contexts(step, cache)
+                else:
+                    first, cache = self._run_context(step.groups[0].context, step.reuse, cache)
+                    firsts = [first]
+                for group, first in zip(step.groups, firsts):
+                    for (index, _), scored in zip(group.choices, self._score_answers(group, first, cache, max_rows)):
+                        results[index] = scored
+                        self.cache_hook.add_partial("loglikelihood", requests[index][0], scored)
+                    bar.update(len(group.choices))
         self.counts.add(counts)
         return results
 
@@ -183,10 +100,11 @@ class PrefixLM(HFLM):
             self._dry_runs = None
 
     # ------------------------------------------------------------------ the two kinds of forward pass
-    def _forward(self, input_ids: torch.Tensor, cache, logits_to_keep: int = 0):
-        """One forward pass on ``cache`` (None: from position 0), under HFLM's autocast settings."""
+    def _forward(self, input_ids: torch.Tensor, cache, logits_to_keep: int | torch.Tensor = 0):
+        """One forward pass on ``cache`` (None: from position 0), under HFLM's autocast settings;
+        ``logits_to_keep``: the last n positions, or a (rows, 1) tensor of each row's position."""
         kwargs = {self._cache_argument: cache, "use_cache": True}
-        if logits_to_keep and self._keeps_logits:
+        if (torch.is_tensor(logits_to_keep) or logits_to_keep) and self._keeps_logits:
             kwargs["logits_to_keep"] = logits_to_keep
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                              enabled=self.mixed_precision_dtype is not None):
@@ -201,6 +119,41 @@ class PrefixLM(HFLM):
         ids = torch.tensor([context[reuse:]], dtype=torch.long, device=self.device)
         logits, cache = self._forward(ids, start, logits_to_keep=1)
         return F.log_softmax(logits[0, -1], dim=-1, dtype=self.softmax_dtype), cache
+
+    def _context_rows(self) -> int:
+        """Contexts per batch: ``CONTEXTS_PER_PASS``, ``answers_per_pass`` and the ``kv_cache_gb`` budget for
+        that many caches of ``max_length`` tokens (from the model's config: layers, key/value heads, head size)."""
+        config = self.model.config
+        heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 1)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_token = 2 * config.num_hidden_layers * heads * head_dim * next(self.model.parameters()).element_size()
+        return max(1, min(CONTEXTS_PER_PASS, self.answers_per_pass, self.kv_cache_bytes // (per_token * self.max_length)))
+
+    def _run_contexts(self, step: Pass, cache):
+        """:meth:`_run_context` for a batch of contexts with single-token answers: their shared first
+        ``step.common`` tokens once, then the rest of each as one row of a right-padded batch on copies of that
+        cache (a real position never attends to the padding after it). Returns the log-probabilities after
+        each context and the cache of the last one (what the next pass reuses)."""
+        contexts = [g.context for g in step.groups]
+        reuse = min(step.reuse, step.common)
+        layers = [(k[:, :, :reuse], v[:, :, :reuse]) for k, v in self._layers(cache)] if reuse else []
+        if step.common > reuse:
+            ids = torch.tensor([contexts[0][reuse:step.common]], dtype=torch.long, device=self.device)
+            _, shared = self._forward(ids, self._cache_from(layers) if layers else None, logits_to_keep=1)
+            layers = self._layers(shared)
+        rows = [list(c[step.common:]) + [c[-1]] * (step.width - len(c) + step.common) for c in contexts]
+        last = torch.tensor([[len(c) - step.common - 1] for c in contexts], device=self.device)
+        copies = self._cache_from([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in layers])
+        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
+        if self._keeps_logits:
+            logits, cache = self._forward(ids, copies, logits_to_keep=last)
+        else:
+            logits, cache = self._forward(ids, copies)
+            logits = logits.gather(1, last.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        logprobs = F.log_softmax(logits[:, 0], dim=-1, dtype=self.softmax_dtype)
+        end = len(contexts[-1])
+        kept = self._cache_from([(k[-1:, :, :end], v[-1:, :, :end]) for k, v in self._layers(cache)])
+        return list(logprobs), kept
 
     def _score_answers(self, group: Group, first: torch.Tensor, cache, max_rows: int):
         """``(logprob, is_greedy)`` of every answer of ``group``: its first token from the context's last
