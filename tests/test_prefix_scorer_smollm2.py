@@ -4,8 +4,9 @@ HFLM's answers for 32 documents per task at the v1 shot counts (ARC-Challenge 25
 MMLU 5-shot on two subjects of 16, TruthfulQA-mc2 0-shot) are recorded in tests/reference/smollm2_hflm_<isa>.json
 by ``python -m tests.reference.make_smollm2_hflm`` (7-20 minutes of HFLM on a 2-core CPU, too long for every
 CI run), one file per vector instruction set: float32 kernels for AVX2 and AVX-512 sum in different orders, and
-HFLM's own scores move between them by more than 1e-4 (up to 3.5e-4 on 32 HellaSwag documents, 2.0e-4 on ARC). Here the scorer runs the same documents and must give every request's logprob within 1e-4 of HFLM's,
-every is_greedy, every per-document decision and every accuracy exactly, mc2 within 1e-5. That the recording is
+HFLM's own scores move between them by more than 1e-4 (up to 3.5e-4 on 32 HellaSwag documents, 2.0e-4 on
+ARC). Here the scorer runs the same documents and must give every request's logprob within 1e-4 of HFLM's, every
+is_greedy, every per-document decision and every accuracy exactly, mc2 within 1e-5. That the recording is
 still what HFLM computes here is checked live on the first two documents of each task, and an adapter through
 ``peft=`` is compared live on the first document of each task.
 """
