@@ -13,9 +13,9 @@ context/continuation split, BOS handling and left truncation: it inherits all of
    previous one (only the last position's logits are computed: the first answer token's),
 4. scores the answers' remaining tokens in one batch on the context's cache (copied over the answers
    scored together, as many as ``kv_cache_gb`` allows);
-5. runs neighbouring contexts whose answers are all one token (MMLU's letters) as one batch on the cache
-   of the prefix they share, when that prefix is at least half of each and costs at most ``BATCH_SLACK``
-   reused tokens per context.
+5. runs neighbouring contexts whose answers are all one token (MMLU's letters) together on the cache of the
+   prefix they share (when it is at least half of each and costs at most ``BATCH_SLACK`` reused tokens per
+   context): their rests packed into one sequence under a block-causal mask, no padding.
 
 Steps 1-3 and 5 are planned without a model in platypus/stages/evaluate/prefix_schedule.py. It returns HFLM's ``(sum of logprobs, is_greedy)`` per request, in the requests' order; only the
 floating-point summation order differs (within 1e-4 of HFLM in float32, tests/test_prefix_scorer.py).
@@ -100,10 +100,10 @@ class PrefixLM(HFLM):
             self._dry_runs = None
 
     # ------------------------------------------------------------------ the two kinds of forward pass
-    def _forward(self, input_ids: torch.Tensor, cache, logits_to_keep: int | torch.Tensor = 0):
+    def _forward(self, input_ids: torch.Tensor, cache, logits_to_keep: int | torch.Tensor = 0, **kwargs):
         """One forward pass on ``cache`` (None: from position 0), under HFLM's autocast settings;
-        ``logits_to_keep``: the last n positions, or a (rows, 1) tensor of each row's position."""
-        kwargs = {self._cache_argument: cache, "use_cache": True}
+        ``logits_to_keep``: the last n positions, or a tensor of the positions to keep."""
+        kwargs.update({self._cache_argument: cache, "use_cache": True})
         if (torch.is_tensor(logits_to_keep) or logits_to_keep) and self._keeps_logits:
             kwargs["logits_to_keep"] = logits_to_keep
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
@@ -131,29 +131,31 @@ class PrefixLM(HFLM):
 
     def _run_contexts(self, step: Pass, cache):
         """:meth:`_run_context` for a batch of contexts with single-token answers: their shared first
-        ``step.common`` tokens once, then the rest of each as one row of a right-padded batch on copies of that
-        cache (a real position never attends to the padding after it). Returns the log-probabilities after
-        each context and the cache of the last one (what the next pass reuses)."""
-        contexts = [g.context for g in step.groups]
-        reuse = min(step.reuse, step.common)
+        ``step.common`` tokens once, then the rest of every context packed into one sequence, each part seeing
+        the shared prefix and itself only (a block-causal mask, positions restarting after the prefix), so no
+        position is padding. Returns the log-probabilities after each context and the shared prefix's cache."""
+        contexts, common = [g.context for g in step.groups], step.common
+        reuse = min(step.reuse, common)
         layers = [(k[:, :, :reuse], v[:, :, :reuse]) for k, v in self._layers(cache)] if reuse else []
-        if step.common > reuse:
-            ids = torch.tensor([contexts[0][reuse:step.common]], dtype=torch.long, device=self.device)
+        if common > reuse:
+            ids = torch.tensor([contexts[0][reuse:common]], dtype=torch.long, device=self.device)
             _, shared = self._forward(ids, self._cache_from(layers) if layers else None, logits_to_keep=1)
             layers = self._layers(shared)
-        rows = [list(c[step.common:]) + [c[-1]] * (step.width - len(c) + step.common) for c in contexts]
-        last = torch.tensor([[len(c) - step.common - 1] for c in contexts], device=self.device)
-        copies = self._cache_from([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in layers])
-        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
-        if self._keeps_logits:
-            logits, cache = self._forward(ids, copies, logits_to_keep=last)
-        else:
-            logits, cache = self._forward(ids, copies)
-            logits = logits.gather(1, last.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        logprobs = F.log_softmax(logits[:, 0], dim=-1, dtype=self.softmax_dtype)
-        end = len(contexts[-1])
-        kept = self._cache_from([(k[-1:, :, :end], v[-1:, :, :end]) for k, v in self._layers(cache)])
-        return list(logprobs), kept
+        parts = [len(c) - common for c in contexts]
+        owner = torch.repeat_interleave(torch.arange(len(parts), device=self.device), torch.tensor(parts, device=self.device))
+        offset = torch.cat([torch.arange(n, device=self.device) for n in parts])
+        own = (owner[:, None] == owner[None, :]) & (offset[:, None] >= offset[None, :])
+        allowed = torch.cat([own.new_ones(len(owner), common), own], dim=1)
+        dtype = layers[0][0].dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        ids = torch.tensor([[t for c in contexts for t in c[common:]]], dtype=torch.long, device=self.device)
+        last = torch.cumsum(torch.tensor(parts, device=self.device), 0) - 1
+        logits, _ = self._forward(ids, self._cache_from(layers), logits_to_keep=last,
+                                  position_ids=(common + offset)[None], attention_mask=mask[None, None])
+        if not self._keeps_logits:
+            logits = logits[:, last]
+        logprobs = F.log_softmax(logits[0], dim=-1, dtype=self.softmax_dtype)
+        return list(logprobs), self._cache_from([(k[:, :, :common], v[:, :, :common]) for k, v in layers])
 
     def _score_answers(self, group: Group, first: torch.Tensor, cache, max_rows: int):
         """``(logprob, is_greedy)`` of every answer of ``group``: its first token from the context's last

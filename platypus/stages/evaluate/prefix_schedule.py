@@ -53,14 +53,6 @@ def reused_tokens(previous: Sequence[int], context: Sequence[int]) -> int:
     return min(shared_prefix(previous, context), len(context) - 1)
 
 
-def schedule(requests: Sequence[Request], max_length: int) -> Iterator[tuple[Group, int]]:
-    """Each group in scoring order, with the number of its context tokens reused from the group before."""
-    previous: tuple[int, ...] | None = None
-    for group in group_requests(requests, max_length):
-        yield group, reused_tokens(previous, group.context) if previous is not None else 0
-        previous = group.context
-
-
 @dataclass
 class Pass:
     """One forward pass over contexts: ``groups`` (several only when every answer of each is one token), the
@@ -70,42 +62,49 @@ class Pass:
     reuse: int
     common: int
 
-    @property
-    def width(self) -> int:
-        return max(len(g.context) for g in self.groups) - self.common
-
     def computed(self) -> int:
-        """Context tokens this pass runs: the shared part once, each context's rest (padded to the longest)."""
+        """Context tokens this pass runs: the shared part once, then each context's rest."""
         if len(self.groups) == 1:
             return len(self.groups[0].context) - self.reuse
-        return max(0, self.common - self.reuse) + len(self.groups) * self.width
+        return max(0, self.common - self.reuse) + sum(len(g.context) - self.common for g in self.groups)
 
 
 def _single(group: Group) -> bool:
     return all(len(tokens) == 1 for _, tokens in group.choices)
 
 
-def passes(requests: Sequence[Request], max_length: int, max_rows: int = CONTEXTS_PER_PASS) -> Iterator[Pass]:
-    """The forward passes over the contexts of ``requests``, in scoring order (see the module docstring, 3 and 5);
-    ``max_rows``: contexts per batch at most."""
-    batch: Pass | None = None
-    most_reused = 0
-    for group, reuse in schedule(requests, max_length):
-        if batch is not None and _single(group) and len(batch.groups) < max_rows:
-            common = min(batch.common, shared_prefix(batch.groups[0].context, group.context), len(group.context) - 1)
-            if common >= max(most_reused, reuse) - BATCH_SLACK and 2 * common >= len(group.context):
-                batch.groups.append(group)
-                batch.common, most_reused = common, max(most_reused, reuse)
+def _runs(groups: list[Group]) -> Iterator[tuple[list[Group], int]]:
+    """Neighbouring groups in ``groups`` (sorted) that can share one prefix, with its length: a group with a
+    longer answer runs alone; single-token groups join while their shared prefix is at least half of each context
+    and loses at most ``BATCH_SLACK`` of the tokens each would have reused from its predecessor."""
+    run: list[Group] = []
+    common = most_reused = 0
+    for group in groups:
+        if run and _single(group) and _single(run[0]):
+            joined = min(common, shared_prefix(run[0].context, group.context), len(group.context) - 1)
+            reuse = reused_tokens(run[-1].context, group.context)
+            if joined >= max(most_reused, reuse) - BATCH_SLACK and 2 * joined >= len(group.context):
+                run.append(group)
+                common, most_reused = joined, max(most_reused, reuse)
                 continue
-        if batch is not None:
-            yield batch
-            batch = None
-        if _single(group):
-            batch, most_reused = Pass([group], reuse, len(group.context) - 1), reuse
-        else:
-            yield Pass([group], reuse, reuse)
-    if batch is not None:
-        yield batch
+        if run:
+            yield run, common
+        run, common, most_reused = [group], len(group.context) - 1, 0
+    if run:
+        yield run, common
+
+
+def passes(requests: Sequence[Request], max_length: int, max_rows: int = CONTEXTS_PER_PASS) -> Iterator[Pass]:
+    """The forward passes over the contexts of ``requests``, in scoring order (see the module docstring, 3 and 5).
+    A run of single-token contexts is cut into batches of at most ``max_rows``; every pass reuses what it shares
+    with the tokens whose cache the previous pass left (a context, or a batch's shared prefix)."""
+    cached: tuple[int, ...] = ()
+    for run, common in _runs(group_requests(requests, max_length)):
+        for start in range(0, len(run), max_rows):
+            batch = run[start: start + max_rows]
+            reuse = reused_tokens(cached, batch[0].context) if cached else 0
+            yield Pass(batch, reuse, common if len(batch) > 1 else reuse)
+            cached = batch[0].context[:common] if len(batch) > 1 else batch[0].context
 
 
 def rows_per_pass(lengths: Sequence[int], max_rows: int) -> Iterator[list[int]]:
