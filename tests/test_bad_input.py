@@ -85,6 +85,43 @@ def test_cli_output_folder_not_writable(tmp_path):
     print(done.stderr.strip())
 
 
+@pytest.mark.parametrize("folder", ["/proc/x", "/dev/null/x"])
+def test_cli_output_folder_that_cannot_be_made(folder):
+    if not Path(folder).parent.exists():
+        pytest.skip(f"no {Path(folder).parent} here")
+    done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={folder}"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and f"Output folder {folder} (hydra.run.dir) cannot be created" in error[0], done.stderr
+    assert "hydra.run.dir=<folder>" in error[0]
+    print(error[0])
+
+
+@pytest.mark.parametrize("saved,expected", [
+    ({"peft_type": "NOPE", "r": 8}, ["has peft_type='NOPE', which is not an adapter type PEFT knows",
+                                     "a LoRA adapter saved by PEFT has peft_type LORA"]),
+    ({"peft_type": "LORA", "r": "eight", "target_modules": 3},
+     ["has field(s) of the wrong type: r='eight' (LoraConfig expects int); target_modules=3"]),
+], ids=["unknown-peft_type", "wrong-field-types"])
+def test_cli_adapter_config_peft_cannot_read(tmp_path, saved, expected):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(saved))
+    text = cli(tmp_path, "stages=[merge]", f"merge.adapters=[{adapter}]")
+    assert f"merge.adapters: {adapter / 'adapter_config.json'} has" in text and "save_pretrained" in text
+    for part in expected:
+        assert part in text, text
+
+
+def test_cli_lora_target_modules_the_model_lacks_fail_before_curate(tmp_path):
+    """Checked on the model's config (its modules on the meta device): cli() also asserts that no run folder,
+    so no curate folder, was made."""
+    text = cli(tmp_path, "lora.target_modules=[gate_proj,query_key_value]")
+    assert "lora.target_modules: ['query_key_value'] not found in LlamaForCausalLM" in text
+    assert "Present: ['gate_proj']" in text and "'up_proj'" in text
+
+
 def test_cli_debug_true_shows_the_traceback(tmp_path):
     done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={tmp_path}/run", "train.max_steps=abc",
                            "traceback=true"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
@@ -175,6 +212,8 @@ RANGE_AND_ENUM_CASES = [
      ["train.dataset='/nonexistent/train.jsonl': no such file", "<run>/curate/train.jsonl"]),
     (["model.path=/nonexistent/model", "model.gguf_file=null"], ["model.path='/nonexistent/model': no such folder"]),
     (["model.gguf_file=SmolLM2.gguf"], ["model.gguf_file='SmolLM2.gguf' is not in", "SmolLM2-135M-Instruct.Q4_1.gguf"]),
+    (["lora.target_modules=[gate_proj,query_key_value]"],
+     ["lora.target_modules: ['query_key_value'] not found in LlamaForCausalLM", "Present: ['gate_proj']"]),
     (["stages=[merge]", "merge.adapters=[/nonexistent/adapter]"],
      ["merge.adapters: /nonexistent/adapter is not a PEFT adapter folder"]),
     (["stages=[evaluate]", "evaluate.models=[./no/such/model]"], ["evaluate.models='./no/such/model': no such folder"]),

@@ -72,11 +72,14 @@ def test_loss_decreases_and_adapter_loads(tiny_model_dir, tmp_path):
     assert 0 < metrics["trainable_pct"] < 100
 
 
-def test_missing_target_modules_are_named(tiny_model_dir, tmp_path):
-    train_cfg, lora, model = configs(tiny_model_dir)
-    lora.target_modules = ["gate_proj", "query_key_value"]
+def test_missing_target_modules_are_named_before_any_stage_works(tiny_model_dir):
+    from platypus.stages.train.stage import STAGE
+    from tests import compose_config
+
+    cfg = compose_config(f"model.path={tiny_model_dir}", "model.gguf_file=null",
+                         "lora.target_modules=[gate_proj,query_key_value]")
     with pytest.raises(PlatypusError) as error:
-        build_trainer(train_cfg, lora, model, str(tiny_model_dir), ROWS, tmp_path, 0, [])
+        STAGE.check(cfg)
     message = str(error.value)
     assert "['query_key_value'] not found" in message and "['gate_proj']" in message and "down_proj" in message
 

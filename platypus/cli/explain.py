@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import errno
 import os
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -191,19 +193,29 @@ def check_output_folder(cfg, multirun: bool = False) -> None:
 
 
 def check_writable(folder: Path, key: str) -> None:
-    """``folder`` exists and is writable, or can be created (its nearest existing ancestor is)."""
+    """``folder`` exists and is writable, or can be created: a folder is made and removed in it or in its nearest
+    existing ancestor (permission bits alone pass e.g. /proc, where nothing can be created)."""
     folder = Path(os.path.abspath(folder.expanduser()))
     existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(
+                f"Output folder {folder} ({key}) cannot be created: {existing} is a file, not a folder. "
+                f"Choose another folder with {key}=<folder>."
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            what = "is not writable" if existing == folder else f"cannot be created: {existing} is not writable"
+            raise ConfigError(
+                f"Output folder {folder} ({key}) {what} (permission denied or a read-only file system). "
+                f"Choose a folder you can write to with {key}=<folder>, or fix the permissions of {existing}."
+            )
+        os.rmdir(tempfile.mkdtemp(prefix=".platypus-probe-", dir=existing))
+    except OSError as error:
+        what = "is not writable" if existing == folder else "cannot be created"
         raise ConfigError(
-            f"Output folder {folder} ({key}) cannot be created: {existing} is a file, not a folder. "
-            f"Choose another folder with {key}=<folder>."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "is not writable" if existing == folder else f"cannot be created: {existing} is not writable"
-        raise ConfigError(
-            f"Output folder {folder} ({key}) {what} (permission denied or a read-only file system). "
-            f"Choose a folder you can write to with {key}=<folder>, or fix the permissions of {existing}."
-        )
+            f"Output folder {folder} ({key}) {what}: no folder can be made in {existing} ({error.strerror or error}, "
+            f"{errno.errorcode.get(error.errno, error.errno)}). Choose a folder on a disk you can write to with "
+            f"{key}=<folder>."
+        ) from None

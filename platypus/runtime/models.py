@@ -193,3 +193,18 @@ def check_target_modules(model: torch.nn.Module, targets: list[str], key: str = 
 def base_model(cfg, convert: bool = True) -> str:
     """The run's base model (``model.path`` / ``model.gguf_file``) as something ``from_pretrained`` loads."""
     return resolve(cfg.model.path, cfg.model.gguf_file, cfg.cache_dir, "model.path", convert=convert)
+
+
+def base_skeleton(cfg) -> torch.nn.Module:
+    """The run's base model built from its config alone, on the meta device: its modules, no weights. A GGUF
+    file's converted folder is made here if not cached yet (once; training loads it): reading the config from the
+    GGUF header takes seconds on every run."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = base_model(cfg)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    except OSError as error:
+        raise PlatypusError(f"Could not load a model config from {path!r}: {_one_line(error)}. {LOAD_HINT}") from error
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)

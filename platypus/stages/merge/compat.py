@@ -7,8 +7,11 @@ quantized target, an adapter folder PEFT cannot read.
 
 from __future__ import annotations
 
+import types
+import typing
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,19 +24,62 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def adapter_config(adapter: Path) -> dict:
-    """The adapter's PEFT config (read by PEFT itself), as a dict."""
-    from peft import PeftConfig
+    """The adapter's PEFT config, as a dict. Its peft_type and the types of its fields are checked against PEFT's
+    config class first: PEFT checks neither (an unknown type is a bare KeyError, a wrong type fails as the weights
+    load)."""
+    from peft import PEFT_TYPE_TO_CONFIG_MAPPING, PeftConfig
 
-    if not (Path(adapter) / "adapter_config.json").is_file():
+    file = Path(adapter) / "adapter_config.json"
+    if not file.is_file():
         raise PlatypusError(f"merge.adapters: {adapter} is not a PEFT adapter folder (no adapter_config.json).")
+    todo = "point merge.adapters at a folder saved by PEFT's save_pretrained (e.g. <run>/train/adapter)"
+    try:
+        saved = PeftConfig.from_json_file(str(file))
+    except ValueError as error:
+        raise PlatypusError(f"merge.adapters: {file} is not valid JSON ({error}); {todo}.") from None
+    peft_type = saved.get("peft_type") if isinstance(saved, dict) else None
+    config_class = PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type) if isinstance(peft_type, str) else None
+    if config_class is None:
+        raise PlatypusError(
+            f"merge.adapters: {file} has peft_type={peft_type!r}, which is not an adapter type PEFT knows; a LoRA "
+            f"adapter saved by PEFT has peft_type LORA. Fix that field, or {todo}."
+        )
+    hints = typing.get_type_hints(config_class)
+    wrong = [f"{key}={value!r} ({config_class.__name__} expects {_type_name(hints[key])})"
+             for key, value in saved.items() if key in hints and not _fits(value, hints[key])]
+    if wrong:
+        raise PlatypusError(
+            f"merge.adapters: {file} has field(s) of the wrong type: {'; '.join(wrong)}. Fix them (PEFT's "
+            f'save_pretrained writes e.g. "r": 8, "target_modules": ["q_proj"]), or {todo}.'
+        )
     try:
         return PeftConfig.from_pretrained(str(adapter)).to_dict()
-    except (KeyError, ValueError, TypeError) as error:
+    except (ValueError, TypeError) as error:
         raise PlatypusError(
-            f"merge.adapters: {adapter}/adapter_config.json is not a config PEFT can read ({type(error).__name__}: "
-            f"{error}): an unknown peft_type or fields of the wrong type. Point merge.adapters at a folder saved by "
-            f"PEFT's save_pretrained (e.g. <run>/train/adapter)."
+            f"merge.adapters: {file} is not a config PEFT can read ({type(error).__name__}: {error}); {todo}."
         ) from None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Does a JSON value fit a PEFT config field's annotation? (Other classes, e.g. sub-configs: left to PEFT.)"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint in (bool, str, type(None)):
+        return type(value) is hint
+    if hint in (int, float):  # any number: PEFT itself takes e.g. lora_alpha=16.0
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if (origin or hint) in (list, tuple, set):
+        return isinstance(value, list) and (not args or all(_fits(item, args[0]) for item in value))
+    if (origin or hint) is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def adapter_rank(config: dict) -> tuple[int, dict]:

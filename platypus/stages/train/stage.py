@@ -19,12 +19,12 @@ class TrainStage(Stage):
     def check(self, cfg) -> None:
         models.check_quantization(cfg.model.quantization)  # QLoRA: CUDA + bitsandbytes, before curate runs
         trainer.check_settings(cfg.train, cfg.lora)
-        models.base_model(cfg, convert=False)
         if "curate" not in cfg.stages and cfg.train.dataset and not Path(cfg.train.dataset).is_file():
             raise PlatypusError(
                 f"train.dataset={cfg.train.dataset!r}: no such file. Give a curated JSONL (e.g. "
                 f"<run>/curate/train.jsonl), or add curate to stages and leave train.dataset=null."
             )
+        models.check_target_modules(models.base_skeleton(cfg), list(cfg.lora.target_modules))
 
     def config(self, cfg) -> dict:
         return {"model": cfg.model, "lora": cfg.lora, "train": {**to_plain(cfg.train), "dataset": None}, "seed": cfg.seed}

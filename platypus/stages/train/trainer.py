@@ -175,7 +175,6 @@ def build_trainer(
 
     tokenizer = models.load_tokenizer(base_path, model_cfg.trust_remote_code)
     model = models.load_model(base_path, model_cfg.dtype, model_cfg.quantization, model_cfg.trust_remote_code)
-    models.check_target_modules(model, list(lora.target_modules))
 
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
