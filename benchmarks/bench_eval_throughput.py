@@ -62,8 +62,9 @@ def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -
                                       limit=mmlu_limit if key == "mmlu" else limit, task_manager=manager,
                                       log_samples=False)
         items = sum(int(n["effective"]) for n in out["n-samples"].values())
-        rows = int(batch) if batch.isdigit() else 1 << 30  # the scorer's answers and contexts per pass
-        counts = count_tokens(seen, lm.max_length, rows, min(rows, lm._context_rows()) if backend == "prefix" else rows)
+        per_pass = int(batch) if batch.isdigit() else 1 << 30  # the scorer's answers and contexts per pass
+        counts = count_tokens(seen, lm.max_length, per_pass,
+                              min(per_pass, lm._context_rows()) if backend == "prefix" else per_pass)
         rows.append({"backend": backend, "batch": batch, "task": key, "shots": shots, "items": items,
                      "requests": timer.requests, "seconds": timer.seconds, "requested": counts.requested,
                      "computed": counts.computed if backend == "prefix" else counts.hflm})
