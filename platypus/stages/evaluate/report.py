@@ -50,9 +50,9 @@ def verdict(summary: Mapping[str, Any], columns: list[str]) -> list[str]:
         named = [(c, deltas[c]) for c in columns if c in deltas]
         sig = [f"{c} ({d['value']:+.4f}, p={d['p']:.3f})" for c, d in named if d["significant"]]
         rest = [f"{c} ({d['value']:+.4f}, p={d['p']:.2f})" for c, d in named if not d["significant"]]
-        n = max(d["n"] for _, d in named) if named else 0
+        counts = ", ".join(f"{c} {d['n']:,}" for c, d in named if c != AVERAGE)
         lines.append(f"- **{label} vs {deltas['reference']}**: significant: {', '.join(sig) or 'none'}; "
-                     f"not significant: {', '.join(rest) or 'none'} (up to {n:,} paired documents per task).")
+                     f"not significant: {', '.join(rest) or 'none'} (paired documents: {counts}).")
     return lines
 
 
