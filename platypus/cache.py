@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--damaged", action="store_true", help="gc: also damaged entries set aside earlier")
     parser.add_argument("--dry-run", action="store_true", help="gc: print what would go, remove nothing")
     parser.add_argument("--set-aside", action="store_true", help="verify: move damaged entries aside now")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before or after the options
     cfg = _config(args.overrides)
     if not cfg.get("stage_cache"):
         fail("The stage cache is off (stage_cache=null): there is nothing to inspect.", False)

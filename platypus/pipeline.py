@@ -16,7 +16,8 @@ from platypus.config import STAGES
 from platypus.fields import validate
 from platypus.runtime import tracking
 from platypus.runtime.errors import PlatypusError, fail, is_write_error, write_error_message
-from platypus.runtime.run import Run, exclusive, process_rank, world_size
+from platypus.runtime.lock import exclusive
+from platypus.runtime.run import Run, process_rank, world_size
 from platypus.stages import Artifacts
 
 

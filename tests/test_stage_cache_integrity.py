@@ -19,7 +19,7 @@ from platypus import cache as cache_cli
 from platypus.pipeline import run_pipeline
 from platypus.runtime import integrity
 from platypus.runtime.cache import StageCache
-from platypus.runtime.run import exclusive
+from platypus.runtime.lock import exclusive
 from platypus.stages.evaluate.runner import _reusable
 from tests import compose_config
 
@@ -136,7 +136,7 @@ def test_cache_command_lists_verifies_and_collects(tmp_path, capsys):
     assert cache_cli.main(["verify", at]) == 0
     assert "2 of 2 entries intact" in capsys.readouterr().out
 
-    dry = cache_cli.main(["gc", at, "--max-gb", "0.000001", "--dry-run"])
+    dry = cache_cli.main(["gc", "--max-gb", "0.000001", "--dry-run", at])  # overrides after the options too
     out = capsys.readouterr().out
     assert dry == 0 and f"would remove curate/{gone['key']}" in out and kept["key"] not in out
     assert (cache / "curate" / gone["key"]).is_dir()  # a dry run removes nothing
@@ -174,7 +174,7 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
         refused = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert f"{run} is in use by another platypus process (pid {os.getpid()}" in refused.stderr
-    assert not (run / "curate").exists()
+    assert not (run / "curate").exists() and not (run / ".hydra").exists()  # refused before Hydra wrote there
     done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "curate" / "manifest.json").read_text())["files"]

@@ -190,6 +190,10 @@ def check_output_folder(cfg, multirun: bool = False) -> None:
         return
     if folder:
         check_writable(Path(str(folder)), key)
+        from platypus.runtime.lock import holder, in_use
+
+        if not multirun and (who := holder(Path(str(folder)))):  # refused before Hydra writes into the folder
+            raise ConfigError(str(in_use(Path(str(folder)), who)))
 
 
 def check_writable(folder: Path, key: str) -> None:

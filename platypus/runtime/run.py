@@ -5,7 +5,8 @@ finished result is reused: from this run folder, or from the cross-run stage cac
 into the run folder with ``"reused": true`` in its manifest. Finished files are read-only and recorded (size,
 sha256) in the manifest; a result that no longer matches its record is moved aside and computed again
 (platypus/runtime/integrity.py). A finished stage computed from something else is never overwritten
-(``overwrite=true`` moves it aside). One process writes a run folder at a time (:func:`exclusive`).
+(``overwrite=true`` moves it aside). One process writes a run folder at a time
+(platypus/runtime/lock.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,39 +42,6 @@ def process_rank() -> int:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-@contextmanager
-def exclusive(root: Path):
-    """Hold ``<run>/.platypus.lock`` while running: a second process on the same run folder is refused (it would
-    interleave stages). No lock where flock is unavailable."""
-    try:
-        import fcntl
-
-        handle = open(root / ".platypus.lock", "a+")
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise PlatypusError(
-                f"{root} is in use by another platypus process ({handle.read().strip() or 'unknown'}). Nothing was "
-                f"changed. Wait for it to finish and run again (finished stages are reused), or give this run its own "
-                f"folder: hydra.run.dir=<new folder>."
-            ) from None
-        except OSError:  # a filesystem without flock: go on unlocked
-            pass
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%Y-%m-%d %H:%M:%S}: "
-                     f"{' '.join(sys.argv)}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # releases the lock
 
 
 @dataclass
