@@ -23,6 +23,7 @@ from platypus import __version__
 from platypus.runtime import integrity
 from platypus.runtime.identity import digest, to_plain
 from platypus.runtime.io import read_json
+from platypus.runtime.lock import flocked
 
 log = logging.getLogger("platypus")
 MANIFEST = "manifest.json"
@@ -92,28 +93,11 @@ class StageCache:
     def lock(self, stage: str, key: str):
         """Exclusive while one process computes ``key``: parallel jobs of a sweep (joblib, SLURM) wait for
         it and then reuse its result instead of computing it again. No lock where flock is unavailable."""
-        path = self.root / stage / f".{key}.lock"
-        try:
-            import fcntl
+        def wait(_) -> None:
+            log.info(f"[platypus] {stage}: another job is computing this very result; waiting for it")
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "a")
-        except (ImportError, OSError):
-            handle = None
-        if handle is None:
+        with flocked(self.root / stage / f".{key}.lock", wait):
             yield
-            return
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info(f"[platypus] {stage}: another job is computing this very result; waiting for it ({path})")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            except OSError:  # e.g. a filesystem without flock: go on unlocked
-                pass
-            yield
-        finally:
-            handle.close()  # releases the lock
 
     def store(self, stage: str, key: str, folder: Path) -> Path | None:
         """Add a finished stage folder under its key (a no-op when already there). Never fails the run."""

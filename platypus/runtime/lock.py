@@ -1,4 +1,6 @@
-"""One process writes a run folder at a time: ``<run>/.platypus.lock`` (flock), held for the whole run.
+"""Exclusive file locks (flock): :func:`flocked` for the stage cache's keys (a second job waits) and for run folders.
+
+One process writes a run folder at a time: ``<run>/.platypus.lock``, held for the whole run.
 
 A second process on the same folder is refused (it would interleave stages): by the command-line check before
 Hydra writes anything into the folder (:func:`holder`), and by :func:`exclusive` when the run starts.
@@ -13,6 +15,7 @@ import sys
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
 from platypus.runtime.errors import PlatypusError
 
@@ -46,28 +49,42 @@ def holder(root: Path) -> str | None:
 
 
 @contextmanager
-def exclusive(root: Path):
-    """Hold ``root``'s lock while the block runs; refuse when another process holds it."""
+def flocked(path: Path, busy: Callable[[IO[str]], None]) -> Iterator[IO[str] | None]:
+    """Hold an exclusive flock on ``path`` while the block runs. When another process holds it, ``busy(handle)``
+    raises (refuse) or returns (then this waits for it). No lock where flock is unavailable (yields None)."""
     try:
         import fcntl
 
-        handle = open(Path(root) / LOCK, "a+")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
     except (ImportError, OSError):
-        yield
+        yield None
         return
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            raise in_use(root, handle.read().strip()) from None
+            busy(handle)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:  # a filesystem without flock: go on unlocked
             pass
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%Y-%m-%d %H:%M:%S}: "
-                     f"{' '.join(sys.argv)}")
-        handle.flush()
-        yield
+        yield handle
     finally:
         handle.close()  # releases the lock
+
+
+@contextmanager
+def exclusive(root: Path) -> Iterator[None]:
+    """Hold ``root``'s lock while the block runs; refuse when another process holds it."""
+    def refuse(handle: IO[str]) -> None:
+        handle.seek(0)
+        raise in_use(root, handle.read().strip())
+
+    with flocked(Path(root) / LOCK, refuse) as handle:
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%Y-%m-%d %H:%M:%S}: "
+                         f"{' '.join(sys.argv)}")
+            handle.flush()
+        yield
