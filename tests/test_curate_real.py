@@ -4,7 +4,6 @@ contaminated (both checked against embeddings recomputed here, independently of 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -19,6 +19,7 @@ from platypus import cache as cache_cli
 from platypus.pipeline import run_pipeline
 from platypus.runtime import integrity
 from platypus.runtime.cache import StageCache
+from platypus.runtime.identity import sha256_now
 from platypus.runtime.lock import exclusive
 from platypus.stages.evaluate.runner import _reusable
 from tests import compose_config
@@ -55,7 +56,7 @@ def test_finished_files_are_read_only_recorded_and_shared_with_the_cache(tmp_pat
         ours, cached = tmp_path / "a" / "curate" / rel, entry / rel
         assert os.stat(ours).st_ino == os.stat(cached).st_ino  # hardlinked, so both are read-only:
         assert not os.stat(ours).st_mode & integrity.WRITE_BITS
-        assert record["sha256"] == integrity.sha256(ours) and record["size"] == ours.stat().st_size
+        assert record["sha256"] == sha256_now(ours) and record["size"] == ours.stat().st_size
     assert not (tmp_path / "a/curate/manifest.json").stat().st_mode & integrity.WRITE_BITS
     if os.geteuid() != 0:  # a normal user cannot edit a finished file in place
         with pytest.raises(PermissionError):

@@ -45,6 +45,11 @@ def stage_key(name: str, config: Any, inputs: dict[str, Any]) -> tuple[str, dict
     return digest(material), material
 
 
+def sidecar(stage_dir: Path, key: str, kind: str) -> Path:
+    """A key's bookkeeping file beside its entry: ``.<key>.lock`` (computing it) or ``.<key>.users`` (who took it)."""
+    return stage_dir / f".{key}.{kind}"
+
+
 def _link_or_copy(src: str, dst: str) -> str:
     if Path(src).name == MANIFEST:  # rewritten per run folder: never shared
         return shutil.copy2(src, dst)
@@ -86,7 +91,7 @@ class StageCache:
 
     def used_by(self, stage: str, key: str, run_folder: Path) -> None:
         """Note that ``run_folder`` took this entry (what ``list`` shows and ``gc`` keeps)."""
-        with open(self.root / stage / f".{key}.users", "a") as users:
+        with open(sidecar(self.root / stage, key, "users"), "a") as users:
             users.write(f"{Path(run_folder).resolve()}\n")
 
     @contextmanager
@@ -96,7 +101,7 @@ class StageCache:
         def wait(_) -> None:
             log.info(f"[platypus] {stage}: another job is computing this very result; waiting for it")
 
-        with flocked(self.root / stage / f".{key}.lock", wait):
+        with flocked(sidecar(self.root / stage, key, "lock"), wait):
             yield
 
     def store(self, stage: str, key: str, folder: Path) -> Path | None:
@@ -155,8 +160,8 @@ class StageCache:
 
     def remove(self, entry: Entry) -> None:
         shutil.rmtree(entry.path)  # read-only files in a writable folder: removable
-        for extra in (f".{entry.key}.users", f".{entry.key}.lock"):
-            (entry.path.parent / extra).unlink(missing_ok=True)
+        for kind in ("users", "lock"):
+            sidecar(entry.path.parent, entry.key, kind).unlink(missing_ok=True)
 
 
 @dataclass
@@ -183,7 +188,7 @@ class Entry:
     def read(cls, stage: str, path: Path, manifest: dict) -> "Entry":
         files = [p for p in path.rglob("*") if p.is_file()]
         stats = [p.stat() for p in files]
-        users_file = path.parent / f".{path.name}.users"
+        users_file = sidecar(path.parent, path.name, "users")
         last_used = max([path.stat().st_mtime] + ([users_file.stat().st_mtime] if users_file.is_file() else []))
         named = dict.fromkeys(users_file.read_text().split("\n") if users_file.is_file() else [])
         users = [Path(u) for u in named if u and (read_json(Path(u) / stage / MANIFEST) or {}).get("key") == path.name]

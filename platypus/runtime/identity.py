@@ -37,13 +37,18 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(to_plain(value), sort_keys=True, default=str).encode()).hexdigest()
 
 
-@lru_cache(maxsize=None)
-def _sha256(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
+def sha256_now(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read now (no memo: what a content check needs)."""
     hashed = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             hashed.update(block)
     return hashed.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_now(path)
 
 
 def file_sha256(path: str | Path) -> str:

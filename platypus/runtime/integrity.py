@@ -11,25 +11,16 @@ Root ignores permission bits (these machines run as root): there the check is wh
 
 from __future__ import annotations
 
-import hashlib
 import stat
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from platypus.runtime.identity import digest
+from platypus.runtime.identity import digest, sha256_now
 
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 SKIPPED = (".key",)  # a partial folder's own bookkeeping
-
-
-def sha256(path: Path, chunk: int = 1 << 22) -> str:
-    hashed = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            hashed.update(block)
-    return hashed.hexdigest()
 
 
 def _files(folder: Path, manifest_name: str) -> dict[str, Path]:
@@ -43,7 +34,7 @@ def record(folder: Path, manifest_name: str) -> tuple[dict[str, dict], float]:
     files = {}
     for rel, path in _files(folder, manifest_name).items():
         info = path.stat()
-        files[rel] = {"size": info.st_size, "sha256": sha256(path), "mtime_ns": info.st_mtime_ns}
+        files[rel] = {"size": info.st_size, "sha256": sha256_now(path), "mtime_ns": info.st_mtime_ns}
     return files, time.perf_counter() - started
 
 
@@ -71,7 +62,7 @@ def damage(folder: Path, files: dict[str, dict] | None, manifest_name: str, full
         info = path.stat()
         if info.st_size != want["size"]:
             problems.append(f"{rel} changed size ({want['size']:,} -> {info.st_size:,} bytes)")
-        elif (full or info.st_mtime_ns != want["mtime_ns"]) and sha256(path) != want["sha256"]:
+        elif (full or info.st_mtime_ns != want["mtime_ns"]) and sha256_now(path) != want["sha256"]:
             problems.append(f"{rel} changed content (sha256 {want['sha256'][:12]}… recorded)")
     if not problems:
         return None

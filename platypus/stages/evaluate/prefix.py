@@ -17,8 +17,9 @@ context/continuation split, BOS handling and left truncation: it inherits all of
    prefix they share (when it is at least half of each and costs at most ``BATCH_SLACK`` reused tokens per
    context): their rests packed into one sequence under a block-causal mask, no padding.
 
-Steps 1-3 and 5 are planned without a model in platypus/stages/evaluate/prefix_schedule.py. It returns HFLM's ``(sum of logprobs, is_greedy)`` per request, in the requests' order; only the
-floating-point summation order differs (within 1e-4 of HFLM in float32, tests/test_prefix_scorer.py).
+Steps 1-3 and 5 are planned without a model in platypus/stages/evaluate/prefix_schedule.py. It returns
+HFLM's ``(sum of logprobs, is_greedy)`` per request, in the requests' order; only the floating-point summation
+order differs (within 1e-4 of HFLM in float32, tests/test_prefix_scorer.py).
 ``loglikelihood_rolling`` and ``generate_until`` are HFLM's. Registered with lm-eval as ``hf-prefix``.
 """
 
@@ -121,8 +122,9 @@ class PrefixLM(HFLM):
         return F.log_softmax(logits[0, -1], dim=-1, dtype=self.softmax_dtype), cache
 
     def _context_rows(self) -> int:
-        """Contexts per batch: ``CONTEXTS_PER_PASS``, ``answers_per_pass`` and the ``kv_cache_gb`` budget for
-        that many caches of ``max_length`` tokens (from the model's config: layers, key/value heads, head size)."""
+        """Contexts packed per pass: ``CONTEXTS_PER_PASS``, ``answers_per_pass`` and the ``kv_cache_gb`` budget
+        for that many contexts of up to ``max_length`` tokens in one sequence's cache (per token: from the model's
+        config, layers x key/value heads x head size)."""
         config = self.model.config
         heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 1)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
