@@ -18,7 +18,7 @@ from omegaconf import MISSING
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
-    LOGGER_MODES, LOGGER_NAMES, LORA_BIAS, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
+    LOGGER_MODES, LOGGER_NAMES, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
     SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
@@ -169,6 +169,10 @@ class TrainConfig:
     dataset: Optional[str] = None
     template: str = "alpaca"  # alpaca | chat (the tokenizer's chat template)
     train_on_inputs: bool = False
+    # token: every completion token of the global batch counts the same (TRL today) | sequence: each example's
+    # token-mean loss, averaged over the global batch's examples (the paper's transformers 4.31, micro-batch 1)
+    loss_average: str = choice("token", LOSS_AVERAGES, "{key}={value!r}: use token (every token counts the same) "
+                               "or sequence (every example counts the same, the paper's).")
     learning_rate: float = ranged(4e-4, lambda v: v > 0, "{key}={value} must be > 0 (the paper: 4e-4 for 13B).")
     global_batch_size: int = ranged(16, positive)
     micro_batch_size: int = ranged(1, positive)

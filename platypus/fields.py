@@ -25,6 +25,7 @@ DECONTAMINATION_POLICIES = ("all", "nearest_only")
 ON_BAD_ROW = ("error", "skip")
 LORA_BIAS = ("none", "all", "lora_only")
 RESUME = ("auto", "never")
+LOSS_AVERAGES = ("token", "sequence")  # train.loss_average: platypus/stages/train/loss.py
 CACHE_VERIFY = ("fast", "full")  # how a finished result is checked before reuse
 LOGGER_NAMES = ("none", "wandb")
 LOGGER_MODES = ("offline", "online", "disabled")

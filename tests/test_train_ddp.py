@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 2
 
 
-def worker(model_dir: str, data: str, out: str, micro_batch: int) -> None:
+def worker(model_dir: str, data: str, out: str, micro_batch: int, loss_average: str = "token") -> None:
     """One process: train() exactly as the pipeline calls it, then report what this rank saw."""
     import torch
     import torch.distributed as dist
@@ -26,7 +26,7 @@ def worker(model_dir: str, data: str, out: str, micro_batch: int) -> None:
 
     train_cfg, lora, model = configs(
         Path(model_dir), max_steps=STEPS, global_batch_size=4, micro_batch_size=micro_batch, learning_rate=1e-2,
-        save_steps=100, threads=1,
+        save_steps=100, threads=1, loss_average=loss_average, precision="fp32",
     )
     lora.dropout = 0.0  # no per-rank RNG in the forward pass: DDP must then match one process exactly
     threads = torch.get_num_threads()
@@ -40,7 +40,7 @@ def worker(model_dir: str, data: str, out: str, micro_batch: int) -> None:
 
 
 if __name__ == "__main__":
-    worker(*sys.argv[1:4], int(sys.argv[4]))
+    worker(*sys.argv[1:4], int(sys.argv[4]), sys.argv[5])
     raise SystemExit(0)
 
 
@@ -49,11 +49,11 @@ from safetensors.torch import load_file  # noqa: E402
 from tests.test_train import ROWS  # noqa: E402
 
 
-def launch(nproc: int, model_dir: Path, data: Path, out: Path, micro_batch: int) -> None:
+def launch(nproc: int, model_dir: Path, data: Path, out: Path, micro_batch: int, loss_average: str = "token") -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(Path(__file__)), str(model_dir), str(data), str(out), str(micro_batch)]
+               str(Path(__file__)), str(model_dir), str(data), str(out), str(micro_batch), loss_average]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
@@ -81,3 +81,27 @@ def test_ddp_two_cpu_processes_keep_the_global_batch_and_save_one_adapter(tiny_m
     got = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
     worst = max((want[k] - got[k]).abs().max().item() for k in want)
     assert worst < 1e-5, f"DDP adapter differs from the single-process one by {worst}"
+
+
+def adapter_gap(a: Path, b: Path) -> float:
+    want, got = (load_file(p / "adapter" / "adapter_model.safetensors") for p in (a, b))
+    return max((want[k] - got[k]).abs().max().item() for k in want)
+
+
+def test_ddp_sequence_average_equals_one_process(tiny_model_dir, tmp_path):
+    """train.loss_average=sequence across 2 gloo processes: examples are counted over the global batch (both ranks),
+    so the adapter equals one process accumulating the same 4 examples per step, and differs from token averaging."""
+    from tests.test_train_loss_average import ROWS as UNEQUAL
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in UNEQUAL * 2))
+    launch(2, tiny_model_dir, data, tmp_path / "ddp", micro_batch=1, loss_average="sequence")
+    worker(str(tiny_model_dir), str(data), str(tmp_path / "single"), 1, "sequence")
+    worker(str(tiny_model_dir), str(data), str(tmp_path / "token"), 1, "token")
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    single = json.loads((tmp_path / "single" / "rank0.json").read_text())
+    assert ranks[0]["world_size"] == 2 and single["gradient_accumulation"] == 4
+    assert abs(ranks[0]["first_loss"] - single["first_loss"]) < 2e-4, (ranks[0]["first_loss"], single["first_loss"])
+    worst = adapter_gap(tmp_path / "single", tmp_path / "ddp")
+    assert worst < 1e-5, f"DDP adapter differs from the single-process one by {worst}"
+    assert adapter_gap(tmp_path / "single", tmp_path / "token") > 100 * max(worst, 1e-6), "the averages differ"

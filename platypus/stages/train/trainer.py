@@ -163,7 +163,9 @@ def build_trainer(
     """An SFTTrainer for LoRA on ``rows``, with every check done before any training."""
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from platypus.stages.train.loss import TRAINERS
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -205,7 +207,7 @@ def build_trainer(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(
+    trainer = TRAINERS[cfg.loss_average](
         model=model,
         args=args,
         train_dataset=dataset,
