@@ -82,14 +82,63 @@ def test_size_mismatch_is_refused(tiny_model_dir, tmp_path, pair):
     assert not (tmp_path / "model").exists()
 
 
-def test_tokenizer_mismatch_is_refused(tiny_model_dir, tmp_path, pair):
+def reordered(folder: Path, a: str = "the", b: str = "and") -> None:
+    """Swap the ids of two tokens in a saved tokenizer: the same strings, other ids."""
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+
+
+def test_reordered_vocabulary_is_refused(tiny_model_dir, tmp_path, pair):
     tokenizer, adapter = pair
     other = tiny_llama(tmp_path / "other", tokenizer, seed=3)
-    changed = AutoTokenizer.from_pretrained(other)
-    changed.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
-    changed.save_pretrained(other)
-    with pytest.raises(PlatypusError, match="tokenizer of .* differs"):
+    reordered(other)
+    with pytest.raises(PlatypusError, match=r"tokenizer of .* differs.*2 of its 49,152 ids name other tokens"):
         merge(merge_cfg(recipe="into_model", target=str(other)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
+    assert not (tmp_path / "model").exists()
+
+
+ADDED = ["<|end_of_turn|>", "<|pad_0|>"]  # OpenOrcaxOpenChat-Preview2-13B adds two tokens to Llama-2's 32,000
+
+
+def extended_target(folder: Path, tokenizer) -> Path:
+    """A fine-tune of another seed whose tokenizer adds two tokens after the base's ids (and embedding rows)."""
+    grown = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    grown.add_tokens(ADDED, special_tokens=True)
+    assert len(grown) == len(tokenizer) + 2
+    return tiny_llama(folder, grown, seed=11)
+
+
+def test_target_that_extends_the_vocabulary_takes_an_mlp_only_adapter(tiny_model_dir, tmp_path, pair):
+    """The OpenOrca-Platypus2 case: the merged model equals the unfolded adapter on the target, and on the shared
+    vocabulary's logits; the card says what was compared."""
+    tokenizer, adapter = pair
+    target = extended_target(tmp_path / "openorca", tokenizer)
+    card = merge(merge_cfg(recipe="into_model", target=str(target)), MODEL, str(tiny_model_dir), adapter, tmp_path,
+                 str(tmp_path))
+    folded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    unfolded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(target), adapter)
+    assert folded.config.vocab_size == len(tokenizer) + 2
+    shared = len(tokenizer)
+    gap = (logits(folded, tokenizer)[:, :shared] - logits(unfolded, tokenizer)[:, :shared]).abs().max().item()
+    assert gap <= 1e-4 and card["max_abs_logit_diff_fp32"] <= 1e-4
+    moved = (logits(folded, tokenizer) - logits(AutoModelForCausalLM.from_pretrained(target), tokenizer)).abs().max()
+    assert moved > 1e-3, "the adapter must actually change the model"
+    text = (tmp_path / "merge_card.md").read_text()
+    assert "## Compared with the target" in text
+    assert "its 49,152 ids name the same tokens, 2 added after them (['<|end_of_turn|>', '<|pad_0|>'])" in text
+    assert "vocab_size 49152 -> 49154" in text
+
+
+def test_extended_vocabulary_refuses_an_adapter_that_trains_embeddings(tiny_model_dir, tmp_path, pair):
+    tokenizer, _ = pair
+    adapter = random_adapter(tiny_model_dir, tmp_path / "embedding_adapter", targets=("gate_proj", "embed_tokens"))
+    target = extended_target(tmp_path / "openorca", tokenizer)
+    with pytest.raises(PlatypusError, match=r"adds 2 token\(s\).*trains rows indexed by token id.*embed_tokens"):
+        merge(merge_cfg(recipe="into_model", target=str(target)), MODEL, str(tiny_model_dir), adapter, tmp_path,
+              str(tmp_path))
+    assert not (tmp_path / "model").exists()
 
 
 def test_quantized_target_is_refused(tiny_model_dir, tmp_path, pair):

@@ -12,7 +12,7 @@ from pathlib import Path
 def card_text(card: dict) -> str:
     lines = ["# Merge card", ""]
     for key, value in card.items():
-        if key in ("warnings", "adapters", "target") or isinstance(value, dict):
+        if key in ("warnings", "compared", "adapters", "target") or isinstance(value, dict):
             continue
         lines.append(f"- **{key}**: {value}")
     lines += ["", "## Target", ""] + [f"- **{k}**: {v}" for k, v in card["target"].items() if k != "files"]
@@ -28,6 +28,7 @@ def card_text(card: dict) -> str:
         lines.append(f"   - recorded base model: {adapter['recorded_base']}")
         lines += [f"   - `{name}` sha256 {sha}" for name, sha in adapter["weights_sha256"].items()]
         lines.append(f"   - `adapter_config.json` sha256 {adapter['config_sha256']}")
+    lines += ["", "## Compared with the target", ""] + ([f"- {c}" for c in card.get("compared", [])] or ["- nothing"])
     lines += ["", "## Warnings", ""] + ([f"- {w}" for w in card["warnings"]] or ["- none"])
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,8 @@
 """Will an adapter fold correctly into a target? Checked from configs and file headers before weights load.
 
-Refused, each with a message naming what differs: another architecture or size, another tokenizer
-(vocabulary or special tokens), target modules the model lacks, LoRA factors that do not fit its layers, a
-quantized target, an adapter folder PEFT cannot read.
+Refused, each with a message naming what differs: another architecture or size, another vocabulary (ids that
+name other tokens; an *extended* one is accepted for an adapter that trains no embedding rows), target modules
+the model lacks, LoRA factors that do not fit its layers, a quantized target, an adapter folder PEFT cannot read.
 """
 
 from __future__ import annotations
@@ -100,45 +100,99 @@ def _load_config(path: str, trust_remote_code: bool) -> dict | None:
         return None
 
 
-def check_compatible(target_path: str, adapter: Path, trust_remote_code: bool) -> list[str]:
-    """Refuse pairs that would merge silently into garbage; return warnings for the card."""
+def check_compatible(target_path: str, adapter: Path, trust_remote_code: bool) -> tuple[list[str], list[str]]:
+    """Refuse pairs that would merge silently into garbage; return (warnings, what was compared) for the card.
+
+    A target whose vocabulary *extends* the adapter base's (tokens added after its ids, every shared id the same
+    string: OpenOrcaxOpenChat's 32,002 over Llama-2's 32,000) takes an adapter that trains no embedding or output
+    rows: its factors act on hidden states only, so they mean the same in both models."""
     from transformers import AutoConfig
 
-    recorded = adapter_config(adapter).get("base_model_name_or_path")
+    config = adapter_config(adapter)
+    recorded = config.get("base_model_name_or_path")
     target_cfg = AutoConfig.from_pretrained(target_path, trust_remote_code=trust_remote_code).to_dict()
     if target_cfg.get("quantization_config"):
         raise PlatypusError(
             f"merge.target={target_path!r} is quantized ({target_cfg['quantization_config'].get('quant_method')}); "
             f"folding a LoRA delta into quantized weights loses it. Load an unquantized copy (or dequantize it first)."
         )
-    warnings = []
+    warnings, compared = [], []
     base_cfg = _load_config(recorded, trust_remote_code) if recorded else None
     if base_cfg is not None:
         diff = {k: (base_cfg.get(k), target_cfg.get(k)) for k in SHAPE_KEYS if base_cfg.get(k) != target_cfg.get(k)}
-        if diff:
+        grown = set(diff) == {"vocab_size"} and (target_cfg["vocab_size"] or 0) > (base_cfg["vocab_size"] or 0)
+        if diff and not grown:
             details = "; ".join(f"{k}: adapter base {a} vs target {b}" for k, (a, b) in diff.items())
             raise PlatypusError(
                 f"merge: the adapter {adapter} was trained on {recorded}, whose architecture/shape differs from the "
                 f"target {target_path}: {details}. A LoRA merges only into a model of the same architecture and sizes: "
                 f"choose such a merge.target (or merge=into_base to fold it into its own base)."
             )
+        compared.append(f"architecture and sizes ({', '.join(SHAPE_KEYS)}): "
+                        + ("the same" if not diff else f"the same but vocab_size {diff['vocab_size'][0]} -> "
+                           f"{diff['vocab_size'][1]} (checked below)"))
     elif recorded:
         warnings.append(f"adapter {adapter}: its recorded base {recorded!r} is not available locally; architecture "
                         f"not compared, factor shapes checked against the target")
     if (adapter / "tokenizer_config.json").is_file():
-        if _same_tokenizer_files(adapter, target_path):
-            pass  # byte-identical tokenizer files: nothing to compare
-        elif not _same_tokenizer(str(adapter), target_path, trust_remote_code):
-            raise PlatypusError(
-                f"merge: the tokenizer of {target_path} differs from the one the adapter {adapter} was trained with "
-                f"(vocabulary or special tokens), so the merged model would read token ids wrongly. Merge into a "
-                f"model that shares the adapter's tokenizer."
-            )
+        compared.append(f"vocabulary: {_check_vocabulary(adapter, target_path, trust_remote_code, config)}")
     else:
         warnings.append(f"adapter {adapter} has no saved tokenizer; tokenizer identity not checked (vocab size only)")
     if recorded and str(recorded) != str(target_path):
         warnings.append(f"adapter {adapter} trained on {recorded}, folded into {target_path} (a different model)")
-    return warnings
+    return warnings, compared
+
+
+EMBEDDING_NAMES = ("embed_tokens", "lm_head", "wte", "embed_out", "word_embeddings")
+
+
+def trained_embeddings(adapter: Path, config: dict) -> list[str]:
+    """What of the adapter is indexed by token id: trained embedding/output rows or LoRA on them."""
+    found = [f"{key}={config[key]}" for key in ("modules_to_save", "trainable_token_indices") if config.get(key)]
+    modules = config.get("target_modules")
+    names = [modules] if isinstance(modules, str) else list(modules or [])
+    found += [f"target_modules has {n!r}" for n in names if any(e in n for e in EMBEDDING_NAMES)]
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            found += [f"weights hold {k}" for k in handle.keys() if any(e in k for e in EMBEDDING_NAMES)][:3]
+    return found
+
+
+def _check_vocabulary(adapter: Path, target_path: str, trust_remote_code: bool, config: dict) -> str:
+    """The same tokenizer, or one that extends the adapter's (for an adapter trained on hidden states only)."""
+    if _same_tokenizer_files(adapter, target_path):
+        return "the same tokenizer files (byte-identical)"
+    (mine, mine_special), (theirs, their_special) = (
+        _tokenizer_signature(path, trust, _stamp(path)) for path, trust in ((str(adapter), False),
+                                                                            (target_path, trust_remote_code)))
+    if mine == theirs and mine_special == their_special:
+        return f"the same ({len(mine):,} tokens, the same special tokens)"
+    by_id, their_by_id = {i: t for t, i in mine}, {i: t for t, i in theirs}
+    moved = [(i, t, their_by_id.get(i)) for i, t in sorted(by_id.items()) if their_by_id.get(i) != t]
+    todo = "Merge into a model that shares the adapter's tokenizer"
+    if moved:
+        raise PlatypusError(
+            f"merge: the tokenizer of {target_path} differs from the one the adapter {adapter} was trained with: "
+            f"{len(moved):,} of its {len(by_id):,} ids name other tokens there (e.g. id {moved[0][0]}: "
+            f"{moved[0][1]!r} vs {moved[0][2]!r}), so the merged model would read token ids wrongly. {todo} "
+            f"(or whose vocabulary only adds tokens after it)."
+        )
+    added = [their_by_id[i] for i in sorted(their_by_id) if i not in by_id]
+    embeddings = trained_embeddings(adapter, config)
+    if embeddings:
+        raise PlatypusError(
+            f"merge: {target_path} adds {len(added)} token(s) to the vocabulary the adapter {adapter} was trained "
+            f"with ({added[:4]}), and the adapter trains rows indexed by token id ({'; '.join(embeddings)}), which "
+            f"do not line up with the target's. {todo}, or train the adapter on hidden-state modules only "
+            f"(e.g. lora=platypus)."
+        )
+    special = "" if mine_special == their_special else (
+        f"; special tokens differ ({sorted(set(mine_special) ^ set(their_special))}), which LoRA factors do not read")
+    return (f"the target's extends the adapter's: its {len(by_id):,} ids name the same tokens, {len(added)} added "
+            f"after them ({added[:8]}); the adapter trains no embedding or output rows{special}")
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
@@ -167,12 +221,6 @@ def _tokenizer_signature(path: str, trust_remote_code: bool, stamp: tuple) -> tu
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     return tuple(sorted(tokenizer.get_vocab().items())), tuple(tokenizer.all_special_tokens)
-
-
-def _same_tokenizer(adapter: str, target_path: str, trust_remote_code: bool) -> bool:
-    """Same vocabulary (token -> id) and special tokens."""
-    return (_tokenizer_signature(adapter, False, _stamp(adapter))
-            == _tokenizer_signature(target_path, trust_remote_code, _stamp(target_path)))
 
 
 def check_factor_shapes(model: torch.nn.Module, adapter: Path) -> None:

@@ -84,8 +84,11 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     weights = recipe.check(cfg, adapters)
     target_path = resolve_target(cfg, base_path, cache_dir)
     warnings: list[str] = []
+    compared: list[str] = []
     for adapter in adapters:
-        warnings += check_compatible(target_path, adapter, model_cfg.trust_remote_code)
+        found, checked = check_compatible(target_path, adapter, model_cfg.trust_remote_code)
+        warnings += found
+        compared += [f"{adapter}: {line}" for line in checked]
     configs = [adapter_config(a) for a in adapters]
 
     tokenizer = models.load_tokenizer(target_path, model_cfg.trust_remote_code)
@@ -131,6 +134,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
         "dtype": cfg.dtype,
         "max_abs_logit_diff_fp32": gap,
         "folder_bytes": size,
+        "compared": compared,
         "warnings": warnings,
     }
     described = recipe.describe(cfg, weights, seed)
