@@ -256,6 +256,9 @@ class EvalConfig:
     # prefix (ours: lm-eval's HFLM computing each shared context once, platypus/stages/evaluate/prefix.py) | hf (lm-eval's
     # HFLM, for parity checks) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
     backend: str = choice("prefix", EVAL_BACKENDS, "{key}={value!r}: use one of {options_list}.")
+    # Prepend the tokenizer's BOS to every request: null lets the tokenizer decide (lm-eval 0.4's default: a Llama
+    # tokenizer prepends it), false never (the v1 leaderboard's harness, b281b09, encoded without special tokens).
+    add_bos_token: Optional[bool] = None
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
 

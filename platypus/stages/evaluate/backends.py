@@ -121,10 +121,10 @@ def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
 
     from platypus.stages.evaluate.prefix import PrefixLM
 
-    cls, extra = HFLM, {}
+    cls, extra = HFLM, bos_setting(eval_cfg)
     if backend == "prefix":  # an explicit eval.batch_size also caps the answers scored per pass
         explicit = str(eval_cfg["batch_size"]).isdigit()
-        cls, extra = PrefixLM, {"kv_cache_gb": eval_cfg.get("kv_cache_gb", 4.0),
+        cls, extra = PrefixLM, {**extra, "kv_cache_gb": eval_cfg.get("kv_cache_gb", 4.0),
                                 "answers_per_pass": int(eval_cfg["batch_size"]) if explicit else None}
     if model.loaded is not None:
         net, tokenizer = model.loaded
@@ -137,6 +137,12 @@ def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
         device=eval_cfg["device"],
         **extra,
     )
+
+
+def bos_setting(eval_cfg: Mapping[str, Any]) -> dict[str, bool]:
+    """lm-eval's ``add_bos_token``, when ``eval.add_bos_token`` sets it (null: the tokenizer decides)."""
+    value = eval_cfg.get("add_bos_token")
+    return {} if value is None else {"add_bos_token": bool(value)}
 
 
 def _load_vllm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
@@ -153,7 +159,8 @@ def _load_vllm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
         raise PlatypusError("eval.backend=vllm needs a CUDA GPU; this machine has none. Use eval.backend=prefix.")
     from lm_eval.models.vllm_causallms import VLLM
 
-    kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "batch_size": resolve_batch_size(eval_cfg)}
+    kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "batch_size": resolve_batch_size(eval_cfg),
+                              **bos_setting(eval_cfg)}
     if model.peft:
         rank = json.loads((Path(model.peft) / "adapter_config.json").read_text())["r"]
         kwargs |= {"lora_local_path": model.peft, "max_lora_rank": max(16, int(rank))}

@@ -127,6 +127,7 @@ def evaluate_models(
                 "dtype": dtype,
                 "device": eval_cfg["device"],
                 "backend": backend,
+                "add_bos_token": eval_cfg.get("add_bos_token"),
                 "lm_eval_version": lm_eval.__version__,
                 "seeds": SEEDS,
             }
