@@ -55,6 +55,9 @@ class DataConfig:
     sample: Optional[int] = ranged(None, positive, "{key}={value} must be a positive number of rows; set "
                                    "{key}=<n >= 1>, or null to use the whole mixture.")
     license_note: Optional[str] = None
+    # What plan=true assumes for a mixture it cannot read offline: its rows and mean tokens per formatted row.
+    rows: Optional[int] = ranged(None, positive, "{key}={value} must be a positive number of rows, or null.")
+    mean_tokens: Optional[float] = ranged(None, lambda v: v > 0, "{key}={value} must be > 0, or null.")
 
 
 @dataclass
@@ -144,6 +147,9 @@ class ModelConfig:
     gguf_file: Optional[str] = None
     revision: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)
+    # Hugging Face config keys (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+    # num_key_value_heads, vocab_size, tie_word_embeddings) that plan=true sizes a hub model by, offline.
+    architecture: Dict[str, Any] = field(default_factory=dict)
     quantization: str = choice("none", QUANTIZATIONS, "{key}={value!r}: use one of {options} (4bit/8bit: QLoRA, "
                                                       "CUDA only).")
     trust_remote_code: bool = False
@@ -211,6 +217,9 @@ class MergeConfig:
     # optional for weighted (default: the base model).
     target: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)  # of the saved merged model
+    # The dtype the target is loaded and folded in (CPU RAM: 4 or 2 bytes per parameter): float32 is exact up to
+    # the final cast; the authors' merge.py folded in float16 (the paper presets do).
+    fold_dtype: str = choice("float32", DTYPES, DTYPE)
     # weighted: one weight per adapter, in the order of ``adapters`` (finite, >= 0); empty = 1.0 each.
     weights: List[float] = field(default_factory=list)
     # weighted: PEFT add_weighted_adapter combination_type: cat (exact weighted sum) | linear | svd | ties |
@@ -259,6 +268,9 @@ class EvalConfig:
     # Prepend the tokenizer's BOS to every request: null lets the tokenizer decide (lm-eval 0.4's default: a Llama
     # tokenizer prepends it), false never (the v1 leaderboard's harness, b281b09, encoded without special tokens).
     add_bos_token: Optional[bool] = None
+    # Spread each model over every visible GPU (lm-eval's parallelize=True, device_map=auto): a 70B model in
+    # fp16 (138 GB) needs two 80 GB GPUs.
+    parallelize: bool = False
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
 
@@ -279,6 +291,19 @@ class EvaluateConfig:
     plan_mc2_sd: float = ranged(0.1, lambda v: v > 0, "{key}={value} must be > 0.")
 
 
+# --------------------------------------------------------------------------- published numbers
+@dataclass
+class PublishedConfig:
+    """An experiment's published Open LLM Leaderboard (v1) numbers, in percent as cards print them; the run
+    prints them beside its own (evaluate stage, ``published_vs_ours.md``)."""
+
+    model: str = MISSING  # the released model (hub id)
+    source: str = MISSING  # where the numbers were read
+    scores: Dict[str, float] = field(default_factory=dict)  # eval.tasks key -> percent
+    average: Optional[float] = None
+    note: Optional[str] = None
+
+
 # --------------------------------------------------------------------------- logging / root
 @dataclass
 class LoggerConfig:
@@ -296,6 +321,9 @@ class LoggerConfig:
 @dataclass
 class RootConfig:
     stages: List[str] = field(default_factory=lambda: list(STAGES))
+    # Print the run's plan (stages, downloads and their sizes, memory per stage, GPU time on an A100 and an H100)
+    # and stop: nothing is downloaded, loaded or run (platypus/plan.py).
+    plan: bool = False
     seed: int = 42
     cache_dir: str = MISSING
     traceback: bool = False  # show the full traceback of an error
@@ -322,6 +350,7 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    published: Optional[PublishedConfig] = None  # set by the paper's experiment presets
 
 
 def register() -> None:

@@ -102,6 +102,11 @@ def run_checked(cfg: DictConfig, root: Path) -> float | None:
 
     show_traceback = bool(cfg.get("traceback"))
     try:
+        if cfg.get("plan"):  # before the checks: a plan for a GPU run is asked for on a machine without one
+            from platypus import plan
+
+            plan.write(cfg, root)
+            return None
         check_config(cfg)
         return run_pipeline(cfg, root)
     except PlatypusError as error:

@@ -80,8 +80,8 @@ def read_run(folder: Path, job: str) -> dict[str, Any]:
         if not isinstance(tasks, dict):
             continue
         for task, metrics in tasks.items():
-            if task == "delta":  # paired deltas vs the run's first model
-                row.update(delta_columns(f"{model}/delta", {t: d for t, d in metrics.items() if t != "reference"}))
+            if task in ("delta", "delta_target"):  # paired deltas vs the run's first model (and vs the merge target)
+                row.update(delta_columns(f"{model}/{task}", {t: d for t, d in metrics.items() if t != "reference"}))
             elif isinstance(metrics, dict):
                 row.update({f"{model}/{task}/{metric}": value for metric, value in metrics.items()})
             else:

@@ -22,9 +22,10 @@ class Artifact(str, Enum):
     dataset = "dataset"  # curate -> train: the curated JSONL
     adapter = "adapter"  # train -> merge, evaluate: a PEFT adapter folder
     merged = "merged"  # merge -> evaluate: a model folder
+    target = "target"  # merge -> evaluate: the model folded into, when not the base (a folder or hub id)
 
 
-Artifacts = dict  # Artifact -> Path
+Artifacts = dict  # Artifact -> Path (a hub id, as a string, for a target not on disk)
 
 
 class Stage:

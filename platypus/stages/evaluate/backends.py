@@ -129,6 +129,8 @@ def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
     if model.loaded is not None:
         net, tokenizer = model.loaded
         return cls(pretrained=net, tokenizer=tokenizer, batch_size=resolve_batch_size(eval_cfg), **extra)
+    if eval_cfg.get("parallelize"):  # device_map=auto over every visible GPU (a 70B model in fp16)
+        extra["parallelize"] = True
     return cls(
         pretrained=model.pretrained,
         peft=model.peft,

@@ -40,20 +40,50 @@ def _cell(summary: Mapping[str, Any], column: str, is_reference: bool) -> str:
     return text if is_reference or delta is None else f"{value:.4f} ({delta_text(delta)})"
 
 
+DELTAS = ("delta", "delta_target")  # vs the first model; the merged model vs the merge target (the paper's)
+
+
 def verdict(summary: Mapping[str, Any], columns: list[str]) -> list[str]:
-    """One sentence per compared model naming the significant and the non-significant deltas."""
+    """One sentence per comparison naming the significant and the non-significant deltas, each also as the
+    percentage change of the reference's score (the paper's tables)."""
     lines = []
     for label, entry in summary.items():
-        deltas = entry.get("delta")
-        if not deltas:
-            continue
-        named = [(c, deltas[c]) for c in columns if c in deltas]
-        sig = [f"{c} ({d['value']:+.4f}, p={d['p']:.3f})" for c, d in named if d["significant"]]
-        rest = [f"{c} ({d['value']:+.4f}, p={d['p']:.2f})" for c, d in named if not d["significant"]]
-        counts = ", ".join(f"{c} {d['n']:,}" for c, d in named if c != AVERAGE)
-        lines.append(f"- **{label} vs {deltas['reference']}**: significant: {', '.join(sig) or 'none'}; "
-                     f"not significant: {', '.join(rest) or 'none'} (paired documents: {counts}).")
+        for kind in DELTAS:
+            deltas = entry.get(kind)
+            if not deltas:
+                continue
+            reference = summary[deltas["reference"]]
+
+            def said(c, d, digits):
+                base = score_of(reference.get(c))
+                change = f", {100 * d['value'] / base:+.1f}%" if base else ""
+                return f"{c} ({d['value']:+.4f}{change}, p={d['p']:.{digits}f})"
+
+            named = [(c, deltas[c]) for c in columns if c in deltas]
+            sig = [said(c, d, 3) for c, d in named if d["significant"]]
+            rest = [said(c, d, 2) for c, d in named if not d["significant"]]
+            counts = ", ".join(f"{c} {d['n']:,}" for c, d in named if c != AVERAGE)
+            lines.append(f"- **{label} vs {deltas['reference']}**: significant: {', '.join(sig) or 'none'}; "
+                         f"not significant: {', '.join(rest) or 'none'} (paired documents: {counts}).")
     return lines
+
+
+def published_table(published: Mapping[str, Any], summary: Mapping[str, Any], columns: list[str]) -> str:
+    """The experiment's published numbers (percent) beside this run's final model (the last evaluated)."""
+    label = list(summary)[-1]
+    ours = {c: score_of(summary[label].get(c)) for c in columns}
+    theirs = {**published.get("scores", {}), AVERAGE: published.get("average")}
+    cell = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = [f"Published vs ours: {published['model']} ({published['source']}) vs this run's {label}", "",
+             "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
+             "| published | " + " | ".join(cell(theirs.get(c)) for c in columns) + " |",
+             f"| ours ({label}) | " + " | ".join(cell(None if ours[c] is None else 100 * ours[c]) for c in columns) + " |",
+             "| ours - published | " + " | ".join(
+                 cell(None if ours[c] is None or theirs.get(c) is None else 100 * ours[c] - theirs[c])
+                 for c in columns) + " |"]
+    if published.get("note"):
+        lines += ["", f"Note: {published['note']}"]
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(summary: Mapping[str, Any], subjects: Mapping[str, Any], eval_cfg: Mapping[str, Any]) -> str:
@@ -67,10 +97,15 @@ def markdown_table(summary: Mapping[str, Any], subjects: Mapping[str, Any], eval
     lines = ["| model | " + " | ".join(heads) + " |", "|---" * (len(columns) + 1) + "|"]
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(_cell(summary[label], c, label == reference) for c in columns) + " |")
+        if summary[label].get("delta_target"):
+            against = {**summary[label], "delta": summary[label]["delta_target"]}
+            lines.append(f"| {label} vs {against['delta']['reference']} | "
+                         + " | ".join(_cell(against, c, False) for c in columns) + " |")
     said = verdict(summary, columns)
     if said:
-        lines += ["", f"Deltas vs {reference} on the same documents, with paired 95% bootstrap intervals "
-                  f"({stats.RESAMPLES:,} resamples, seed {stats.SEED}); * = the interval excludes 0:", "", *said]
+        lines += ["", f"Deltas vs {reference} (and the merged model vs the merge target) on the same documents, with "
+                  f"paired 95% bootstrap intervals ({stats.RESAMPLES:,} resamples, seed {stats.SEED}); * = the "
+                  f"interval excludes 0:", "", *said]
     for key, per_label in subjects.items():
         for part, noun in (("categories", "category"), ("subjects", "subject")):
             lines += ["", f"### {key} per {noun}", ""]
@@ -126,7 +161,7 @@ def bar_chart(summary: Mapping[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = list(summary)
-    columns = list(dict.fromkeys(c for s in summary.values() for c in s if c != "delta"))
+    columns = list(dict.fromkeys(c for s in summary.values() for c in s if c not in DELTAS))
     width = 0.8 / len(labels)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(columns)), 4))
     for i, label in enumerate(labels):

@@ -38,6 +38,7 @@ from platypus.stages.evaluate.documents import choose, task_items, task_limit
 from platypus.stages.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names
 
 # lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
+TARGET, MERGED = "target", "merged"  # the run's model roles compared with each other besides with the first
 SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
 LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
 
@@ -204,7 +205,8 @@ def evaluate_models(
 
 def summarize(suite: Suite, eval_cfg: Mapping[str, Any], all_results: Mapping[str, Any]) -> dict[str, Any]:
     """Per model: the v1 numbers with lm-eval's standard errors, and for every model after the first its paired
-    delta against the first on each task and the average (``delta``)."""
+    delta against the first on each task and the average (``delta``); the merged model's against the merge target
+    too (``delta_target``), when both were evaluated."""
     summary, per_model = {}, {}
     for label, res in all_results.items():
         results = {key: res["tasks"][key]["results"] for key in suite.tasks}
@@ -216,4 +218,7 @@ def summarize(suite: Suite, eval_cfg: Mapping[str, Any], all_results: Mapping[st
     for label in others:
         deltas = stats.compare(per_model[reference], per_model[label], average_of=LEADERBOARD_V1, average_key=AVERAGE)
         summary[label]["delta"] = {"reference": reference, **{k: d.as_dict() for k, d in deltas.items()}}
+    if TARGET in others and MERGED in others:  # the paper's comparison: the merged model against what it was folded into
+        deltas = stats.compare(per_model[TARGET], per_model[MERGED], average_of=LEADERBOARD_V1, average_key=AVERAGE)
+        summary[MERGED]["delta_target"] = {"reference": TARGET, **{k: d.as_dict() for k, d in deltas.items()}}
     return summary

@@ -19,6 +19,7 @@ from platypus.runtime.tracking import flatten
 from platypus.stages.base import Artifact, Stage
 from platypus.stages.evaluate.aggregate import AVERAGE
 from platypus.stages.evaluate.backends import EvalModel, resolve_batch_size, resolve_dtype
+from platypus.stages.evaluate.report import DELTAS, published_table
 from platypus.stages.evaluate.tasks import resolve_benchmark
 
 log = logging.getLogger("platypus")
@@ -61,6 +62,8 @@ class EvaluateStage(Stage):
                       {"pretrained": models.resolve(p, None, cfg.cache_dir, "evaluate.models")} for p in cfg.evaluate.models}
         else:
             candidates = {"base": {"pretrained": models.base_model(cfg)}}
+            if found.get(Artifact.target):
+                candidates["target"] = {"pretrained": str(found[Artifact.target])}
             if found.get(Artifact.adapter):
                 candidates["adapter"] = {"pretrained": candidates["base"]["pretrained"], "peft": str(found[Artifact.adapter])}
             if found.get(Artifact.merged):
@@ -94,16 +97,21 @@ class EvaluateStage(Stage):
             run.tracker.log(flatten(tasks, f"eval/{label}"))
         run.tracker.image("eval/chart", folder / "chart.png")
         rows = [[label, task, metric, value] for label, tasks in summary.items() for task, metrics in tasks.items()
-                if task != "delta" for metric, value in (metrics.items() if isinstance(metrics, dict) else [("value", metrics)])]
+                if task not in DELTAS for metric, value in (metrics.items() if isinstance(metrics, dict) else [("value", metrics)])]
         run.tracker.table("eval/results", ["model", "task", "metric", "value"], rows)
         deltas = [[label, d["reference"], task, v["value"], v["low"], v["high"], v["p"], v["significant"], v["n"]]
-                  for label, tasks in summary.items() if (d := tasks.get("delta")) for task, v in d.items()
-                  if task != "reference"]
+                  for label, tasks in summary.items() for kind in DELTAS if (d := tasks.get(kind))
+                  for task, v in d.items() if task != "reference"]
         if deltas:
             run.tracker.table("eval/deltas", DELTA_COLUMNS, deltas)
         (run.root / "summary.json").write_text(json.dumps(summary, indent=2))
         headline = manifest["metrics"]["table"].split("\n### ")[0]  # the per-category/subject tables stay in table.md
         log.info(f"\n{headline}\n(full table with MMLU per category and subject: {folder / 'table.md'})")
+        if run.cfg.get("published"):  # a paper preset: its published numbers beside ours
+            columns = list(dict.fromkeys([*run.cfg.eval.tasks, *run.cfg.published.scores, AVERAGE]))
+            text = published_table(to_plain(run.cfg.published), summary, columns)
+            (run.root / "published_vs_ours.md").write_text(text)
+            log.info(f"\n{text}")
         averages = [v.get(AVERAGE) for v in summary.values() if isinstance(v, dict)]
         run.objective = averages[-1] if averages else None
 

@@ -92,7 +92,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     configs = [adapter_config(a) for a in adapters]
 
     tokenizer = models.load_tokenizer(target_path, model_cfg.trust_remote_code)
-    target = models.load_model(target_path, "float32", "none", model_cfg.trust_remote_code)
+    target = models.load_model(target_path, cfg.fold_dtype, "none", model_cfg.trust_remote_code)
     for adapter, config in zip(adapters, configs):
         if target_modules(config) is not None:
             models.check_target_modules(target, target_modules(config), key=f"adapter {adapter} targets")
@@ -132,6 +132,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
         "adapters": inputs,
         "adapter_recorded_base": configs[0].get("base_model_name_or_path"),
         "dtype": cfg.dtype,
+        "fold_dtype": cfg.fold_dtype,
         "max_abs_logit_diff_fp32": gap,
         "folder_bytes": size,
         "compared": compared,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from platypus.runtime import models
+from platypus.runtime.cache import MANIFEST
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import identity
 from platypus.stages.base import Artifact, Stage
@@ -57,6 +59,14 @@ class MergeStage(Stage):
         found = {"adapters": [identity(a) for a in inputs["adapters"]], "base_model": identity(inputs["base"])}
         if inputs["target"] != inputs["base"]:
             found["target"] = identity(inputs["target"])
+        return found
+
+    def outputs(self, folder: Path) -> dict:
+        """The merged model, and the model it was folded into when that is not the base (evaluated beside it)."""
+        found = super().outputs(folder)
+        target = json.loads((folder / MANIFEST).read_text())["inputs"].get("target")  # recorded when not the base
+        if target:
+            found[Artifact.target] = target.get("path") or target["hub_id"]
         return found
 
     def run(self, cfg, inputs, out: Path, run) -> dict:

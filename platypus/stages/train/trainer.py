@@ -223,7 +223,17 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.callback_handler.callbacks.insert(0, TokensPerSecond())
+    if model_cfg.quantization != "none" and precision == "fp16":
+        keep_trainable_fp32(trainer.model)
     return trainer
+
+
+def keep_trainable_fp32(model: torch.nn.Module) -> None:
+    """TRL casts a quantized base's LoRA weights to bf16 (QLoRA's advice); under fp16 autocast they must stay fp32,
+    as in the authors' 8-bit + fp16 run: the gradient scaler refuses fp16 weights, bf16 ones drop small updates."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
 
 
 def train(

@@ -1,0 +1,206 @@
+"""``plan=true``: what a run will do, download, need and take, printed before anything is downloaded or loaded.
+
+Everything comes from the composed config and the stated figures below, so it answers offline and on a laptop
+for ``experiment=platypus2_70b`` as for the default run. Model sizes come from the architecture (``model.
+architecture``, or the config of a model on disk); the training set's size from ``data.rows`` and ``data.
+mean_tokens`` (or the local rows themselves); the evaluation's tokens from per-document figures our scorer
+counted on the full v1 suite. Times are FLOPs over a stated share of each GPU's dense fp16/bf16 peak.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+GIB = 2**30
+# Dense fp16/bf16 tensor-core peak (TFLOPS) and memory, from NVIDIA's data sheets (H100: the SXM part).
+GPUS = {"A100-80GB": {"tflops": 312, "memory_gib": 80}, "H100-80GB": {"tflops": 989, "memory_gib": 80}}
+# Model FLOPs utilisation assumed (stated, not measured here): LoRA training on a 16-bit base; on an 8-bit
+# bitsandbytes base (LLM.int8 decomposes outlier columns and runs its matmuls at roughly half speed); scoring
+# (prefill only, long few-shot contexts).
+MFU = {"train": 0.40, "train_8bit": 0.20, "evaluate": 0.45}
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "8bit": 1, "4bit": 0.5}
+CHARS_PER_TOKEN = 2.73  # Alpaca-formatted bundled Open-Platypus rows (MATH/PRM-800K), SmolLM2's tokenizer
+# Documents in each v1 task's evaluated split, and the tokens our scorer computes per document at v1 few-shot
+# counts (shared contexts once; counted by evaluate.plan on the full bundled sets with SmolLM2's tokenizer).
+DOCUMENTS = {"arc_challenge": 1172, "hellaswag": 10042, "mmlu": 14042, "truthfulqa_mc2": 817}
+TOKENS_PER_DOCUMENT = {"arc_challenge": 1000.0, "hellaswag": 800.0, "mmlu": 100.0, "truthfulqa_mc2": 300.0}
+OVERHEAD_GIB = 1.5  # CUDA context, allocator slack
+
+
+def architecture(cfg: DictConfig) -> dict[str, Any] | None:
+    """``model.architecture``, else the config of a model on disk (the embedded default); None for a hub id."""
+    if cfg.model.get("architecture"):
+        return OmegaConf.to_container(cfg.model.architecture)
+    from platypus.runtime import models
+    from platypus.runtime.errors import PlatypusError
+
+    if not (cfg.model.path.startswith("package:") or Path(cfg.model.path).expanduser().exists()):
+        return None
+    try:
+        return models.base_skeleton(cfg).config.to_dict()
+    except PlatypusError:
+        return None
+
+
+def parameters(arch: dict[str, Any]) -> int:
+    """A Llama-style decoder's parameters: attention, SwiGLU MLP and norms per layer, embeddings (tied or not)."""
+    h, i, layers = arch["hidden_size"], arch["intermediate_size"], arch["num_hidden_layers"]
+    kv = h * arch.get("num_key_value_heads", arch["num_attention_heads"]) // arch["num_attention_heads"]
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * i + 2 * h
+    embeddings = arch["vocab_size"] * h * (1 if arch.get("tie_word_embeddings") else 2)
+    return layers * per_layer + embeddings + h
+
+
+def lora_parameters(arch: dict[str, Any], targets: list[str], rank: int) -> int:
+    h, i = arch["hidden_size"], arch["intermediate_size"]
+    kv = h * arch.get("num_key_value_heads", arch["num_attention_heads"]) // arch["num_attention_heads"]
+    shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+              "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    return arch["num_hidden_layers"] * sum(rank * sum(shapes[t]) for t in targets if t in shapes)
+
+
+def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
+    """(rows, mean tokens per row, where the figures come from)."""
+    if cfg.data.get("rows") and cfg.data.get("mean_tokens"):
+        return int(cfg.data.rows), float(cfg.data.mean_tokens), "data.rows, data.mean_tokens"
+    from platypus.data.sources import load_mixture
+
+    rows, _ = load_mixture(cfg.data, "skip", cfg.seed)
+    chars = sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) + 150 for r in rows)  # + the template
+    return len(rows), chars / len(rows) / CHARS_PER_TOKEN, f"the local rows ({CHARS_PER_TOKEN} characters per token)"
+
+
+def planned_documents(benchmark: str, limit: float | None) -> int:
+    """Documents evaluated under a limit (MMLU's applies per subject: 57 of them, ~246 documents each)."""
+    from platypus.stages.evaluate.documents import sample_size
+
+    if benchmark == "mmlu" and limit is not None and limit >= 1:
+        return min(DOCUMENTS["mmlu"], 57 * int(limit))
+    return sample_size(DOCUMENTS[benchmark], limit)
+
+
+def evaluated_roles(cfg: DictConfig) -> list[str]:
+    from platypus.stages.merge import recipes
+
+    merges = "merge" in cfg.stages and cfg.merge.recipe != "none"
+    exists = {"base": True, "target": merges and (bool(cfg.merge.target) or recipes.get(cfg.merge.recipe).target_required),
+              "adapter": "train" in cfg.stages, "merged": merges}
+    return [role for role in cfg.evaluate.include if exists.get(role)]
+
+
+def plan(cfg: DictConfig) -> dict[str, Any]:
+    """The plan as data: stages, downloads, memory and GPU time per stage (printed by :func:`text`)."""
+    from platypus.stages.evaluate.documents import task_limit
+
+    arch = architecture(cfg)
+    if arch is None:
+        return {"stages": list(cfg.stages), "error": f"model.path={cfg.model.path!r} is a hub id and model.architecture "
+                "is not set: give its hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, "
+                "num_key_value_heads, vocab_size (see platypus/conf/model/llama2_13b.yaml)."}
+    n = parameters(arch)
+    weight_bytes = BYTES[cfg.model.quantization if cfg.model.quantization != "none" else cfg.model.dtype]
+    found: dict[str, Any] = {"stages": list(cfg.stages), "parameters": n, "downloads": [], "memory_gib": {},
+                             "flops": {}, "hours": {}, "notes": []}
+    target = cfg.merge.target
+    hub = lambda path: not (str(path).startswith("package:") or Path(str(path)).expanduser().exists())  # noqa: E731
+    if hub(cfg.model.path):
+        found["downloads"].append((f"model {cfg.model.path}", n * 2 / 1e9, "fp16 safetensors"))
+    if "target" in evaluated_roles(cfg) and not target:
+        found["notes"].append("merge.target is not set: give merge.target=<hub id or folder> to run the merge "
+                              "(its download is then about the base's size)")
+    elif "merge" in cfg.stages and target and hub(target) and "/" in str(target):
+        found["downloads"].append((f"merge target {target}", n * 2 / 1e9, "same architecture as the base, fp16"))
+    rows, mean_tokens, source = training_tokens(cfg)
+    if any(hub(s.path) and not str(s.path).startswith("bundled:") for s in cfg.data.sources.values()):
+        found["downloads"].append((f"data {cfg.data.name}", rows * mean_tokens * CHARS_PER_TOKEN / 1e9,
+                                   f"{rows:,} rows x ~{mean_tokens:.0f} tokens"))
+    if cfg.benchmarks.source == "hub" and "evaluate" in cfg.stages:
+        from platypus.resources import BENCHMARKS
+
+        size = sum(f.stat().st_size for f in BENCHMARKS.rglob("*.gz"))
+        found["downloads"].append(("benchmarks (hub copies of ARC, HellaSwag, MMLU, TruthfulQA)", size / 1e9,
+                                   "the evaluated splits, compressed as bundled here; a hub repo may hold more"))
+
+    if "train" in cfg.stages:
+        t = cfg.train
+        trainable = lora_parameters(arch, list(cfg.lora.target_modules), cfg.lora.r)
+        if t.max_steps > 0:
+            tokens = t.max_steps * t.global_batch_size * (t.cutoff_len if t.packing else mean_tokens)
+        else:
+            tokens = rows * mean_tokens * t.num_epochs
+        longest = t.micro_batch_size * t.cutoff_len  # peak: a micro-batch at the cutoff
+        h, i, layers = arch["hidden_size"], arch["intermediate_size"], arch["num_hidden_layers"]
+        per_layer = longest * (18 * h + 8 * i)  # 16-bit activations a layer keeps for backward (SDPA: no T x T)
+        activations = layers * longest * 2 * h + per_layer if t.gradient_checkpointing else layers * per_layer
+        found["memory_gib"]["train"] = (n * weight_bytes + 16 * trainable + activations
+                                        + longest * arch["vocab_size"] * 4) / GIB + OVERHEAD_GIB
+        factor = 6 if t.gradient_checkpointing else 4  # forward + input gradients (+ recomputed forward); no weight gradients
+        found["flops"]["train"] = factor * n * tokens
+        found["train"] = {"rows": rows, "mean_tokens": mean_tokens, "tokens": tokens, "source": source,
+                          "trainable": trainable, "mfu": MFU["train_8bit" if cfg.model.quantization == "8bit" else "train"]}
+    if "merge" in cfg.stages and cfg.merge.recipe != "none":
+        fold = BYTES[cfg.merge.get("fold_dtype", "float32")]
+        found["memory_gib"]["merge (CPU RAM)"] = n * fold / GIB + 2 * n * BYTES[cfg.merge.dtype] / GIB / 8
+    if "evaluate" in cfg.stages:
+        roles = evaluated_roles(cfg)
+        eval_dtype = cfg.eval.dtype if cfg.eval.dtype != "auto" else "bfloat16"
+        found["memory_gib"]["evaluate"] = (n * BYTES[eval_dtype] + 4096 * arch["vocab_size"] * 4) / GIB \
+            + float(cfg.eval.kv_cache_gb) + OVERHEAD_GIB
+        tokens = sum(planned_documents(t.benchmark, task_limit(cfg.eval, key)) * TOKENS_PER_DOCUMENT[t.benchmark]
+                     for key, t in cfg.eval.tasks.items() if t.benchmark in DOCUMENTS)
+        found["flops"]["evaluate"] = 2 * n * tokens * len(roles)
+        found["evaluate"] = {"models": roles, "tokens_per_model": tokens, "mfu": MFU["evaluate"]}
+    for stage, flops in found["flops"].items():
+        mfu = found[stage]["mfu"]
+        found["hours"][stage] = {gpu: flops / (spec["tflops"] * 1e12 * mfu) / 3600 for gpu, spec in GPUS.items()}
+    return found
+
+
+def text(cfg: DictConfig, found: dict[str, Any]) -> str:
+    name = OmegaConf.select(cfg, "published.model") or f"{cfg.model.name} + {cfg.merge.name}"
+    lines = [f"# Plan: {name}", "", f"stages: {', '.join(found['stages'])}"]
+    if "error" in found:
+        return "\n".join(lines + ["", found["error"]]) + "\n"
+    lines.append(f"model: {cfg.model.path} ({found['parameters'] / 1e9:.2f} B parameters, {cfg.model.dtype}"
+                 f"{', ' + cfg.model.quantization if cfg.model.quantization != 'none' else ''})")
+    lines += ["", "| download | GB | what |", "|---|---|---|"]
+    lines += [f"| {what} | {gb:.3g} | {why} |" for what, gb, why in found["downloads"]] or ["| nothing | 0 | |"]
+    lines += ["", "| stage | memory GiB | fits one 80 GB GPU | " + " | ".join(f"{g} hours" for g in GPUS) + " | basis |",
+              "|---|---|---|" + "---|" * (len(GPUS) + 1)]
+    for stage, gib in found["memory_gib"].items():
+        key = stage.split()[0]
+        hours = found["hours"].get(key, {})
+        basis = ""
+        if key == "train":
+            tr = found["train"]
+            basis = (f"{tr['tokens'] / 1e6:.1f} M tokens ({tr['rows']:,} rows x {tr['mean_tokens']:.0f}, from "
+                     f"{tr['source']}), {found['flops']['train'] / 1e18:.2f} EFLOP, MFU {tr['mfu']:.2f}; LoRA "
+                     f"{tr['trainable'] / 1e6:.1f} M trainable")
+        elif key == "evaluate":
+            ev = found["evaluate"]
+            basis = (f"{len(ev['models'])} models ({', '.join(ev['models'])}) x {ev['tokens_per_model'] / 1e6:.2f} M "
+                     f"tokens scored, MFU {ev['mfu']:.2f}")
+        fits = "CPU" if "CPU" in stage else ("yes" if gib <= GPUS["A100-80GB"]["memory_gib"] * 0.93 else
+                                             f"no: {math.ceil(gib / (80 * 0.9))} GPUs")
+        lines.append(f"| {stage} | {gib:.1f} | {fits} | " + " | ".join(f"{hours[g]:.2f}" if g in hours else "–"
+                                                                       for g in GPUS) + f" | {basis} |")
+    lines += [f"\nNote: {note}" for note in found["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write(cfg: DictConfig, root: Path) -> dict[str, Any]:
+    """Print the plan and write ``plan.md`` / ``plan.json`` into the run folder; nothing else happens."""
+    import logging
+
+    found = plan(cfg)
+    shown = text(cfg, found)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "plan.md").write_text(shown)
+    (root / "plan.json").write_text(json.dumps(found, indent=1, default=str))
+    logging.getLogger("platypus").info(f"\n{shown}(plan only: nothing was downloaded, loaded or run; {root / 'plan.md'})")
+    return found
