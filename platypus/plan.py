@@ -25,10 +25,15 @@ GPUS = {"A100-80GB": {"tflops": 312, "memory_gib": 80}, "H100-80GB": {"tflops": 
 MFU = {"train": 0.40, "train_8bit": 0.20, "evaluate": 0.45}
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "8bit": 1, "4bit": 0.5}
 CHARS_PER_TOKEN = 2.73  # Alpaca-formatted bundled Open-Platypus rows (MATH/PRM-800K), SmolLM2's tokenizer
-# Documents in each v1 task's evaluated split, and the tokens our scorer computes per document at v1 few-shot
-# counts (shared contexts once; counted by evaluate.plan on the full bundled sets with SmolLM2's tokenizer).
+# Documents in each v1 task's evaluated split, and the tokens run per document at v1 few-shot counts: computed by
+# our scorer (shared contexts once) and requested (what HFLM and vLLM run), counted by evaluate.plan on the full
+# bundled sets with SmolLM2's tokenizer (`python run.py stages=[evaluate] evaluate.include=[base]
+# eval=leaderboard_v1 evaluate.plan=true evaluate.plan_warmup_docs=0`; Llama-2's tokenizer gives somewhat more).
 DOCUMENTS = {"arc_challenge": 1172, "hellaswag": 10042, "mmlu": 14042, "truthfulqa_mc2": 817}
-TOKENS_PER_DOCUMENT = {"arc_challenge": 1000.0, "hellaswag": 800.0, "mmlu": 100.0, "truthfulqa_mc2": 300.0}
+TOKENS_PER_DOCUMENT = {
+    "prefix": {"arc_challenge": 1000.0, "hellaswag": 995.2, "mmlu": 105.5, "truthfulqa_mc2": 107.7},
+    "hf": {"arc_challenge": 3943.0, "hellaswag": 3503.0, "mmlu": 2881.6, "truthfulqa_mc2": 1408.8},
+}
 OVERHEAD_GIB = 1.5  # CUDA context, allocator slack
 
 
@@ -151,7 +156,8 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         eval_dtype = cfg.eval.dtype if cfg.eval.dtype != "auto" else "bfloat16"
         found["memory_gib"]["evaluate"] = (n * BYTES[eval_dtype] + 4096 * arch["vocab_size"] * 4) / GIB \
             + float(cfg.eval.kv_cache_gb) + OVERHEAD_GIB
-        tokens = sum(planned_documents(t.benchmark, task_limit(cfg.eval, key)) * TOKENS_PER_DOCUMENT[t.benchmark]
+        per_document = TOKENS_PER_DOCUMENT["prefix" if cfg.eval.backend == "prefix" else "hf"]
+        tokens = sum(planned_documents(t.benchmark, task_limit(cfg.eval, key)) * per_document[t.benchmark]
                      for key, t in cfg.eval.tasks.items() if t.benchmark in DOCUMENTS)
         found["flops"]["evaluate"] = 2 * n * tokens * len(roles)
         found["evaluate"] = {"models": roles, "tokens_per_model": tokens, "mfu": MFU["evaluate"]}
@@ -178,16 +184,19 @@ def text(cfg: DictConfig, found: dict[str, Any]) -> str:
         basis = ""
         if key == "train":
             tr = found["train"]
-            basis = (f"{tr['tokens'] / 1e6:.1f} M tokens ({tr['rows']:,} rows x {tr['mean_tokens']:.0f}, from "
-                     f"{tr['source']}), {found['flops']['train'] / 1e18:.2f} EFLOP, MFU {tr['mfu']:.2f}; LoRA "
+            t = cfg.train
+            made = (f"{t.max_steps} steps x {t.global_batch_size} x {t.cutoff_len if t.packing else round(tr['mean_tokens'])}"
+                    if t.max_steps > 0 else f"{t.num_epochs:g} epoch x {tr['rows']:,} rows x {tr['mean_tokens']:.0f}")
+            basis = (f"{tr['tokens'] / 1e6:.3g} M tokens ({made}; rows and tokens from {tr['source']}), "
+                     f"{found['flops']['train'] / 1e18:.3g} EFLOP, MFU {tr['mfu']:.2f}; LoRA "
                      f"{tr['trainable'] / 1e6:.1f} M trainable")
         elif key == "evaluate":
             ev = found["evaluate"]
-            basis = (f"{len(ev['models'])} models ({', '.join(ev['models'])}) x {ev['tokens_per_model'] / 1e6:.2f} M "
-                     f"tokens scored, MFU {ev['mfu']:.2f}")
+            basis = (f"{len(ev['models'])} models ({', '.join(ev['models'])}) x {ev['tokens_per_model'] / 1e6:.3g} M "
+                     f"tokens computed (eval.backend={cfg.eval.backend}), MFU {ev['mfu']:.2f}")
         fits = "CPU" if "CPU" in stage else ("yes" if gib <= GPUS["A100-80GB"]["memory_gib"] * 0.93 else
                                              f"no: {math.ceil(gib / (80 * 0.9))} GPUs")
-        lines.append(f"| {stage} | {gib:.1f} | {fits} | " + " | ".join(f"{hours[g]:.2f}" if g in hours else "–"
+        lines.append(f"| {stage} | {gib:.1f} | {fits} | " + " | ".join(f"{hours[g]:.3g}" if g in hours else "–"
                                                                        for g in GPUS) + f" | {basis} |")
     lines += [f"\nNote: {note}" for note in found["notes"]]
     return "\n".join(lines) + "\n"

@@ -75,7 +75,7 @@ def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_d
     cfg = config("logger=none", "eval.backend=vllm", "eval.batch_size=auto")
     assert backends.load_lm(EvalModel("a", str(tiny_model_dir), peft=str(adapter)), "bfloat16", cfg.eval) == "lm"
     assert seen == {"pretrained": str(tiny_model_dir), "dtype": "bfloat16", "batch_size": "auto",
-                    "lora_local_path": str(adapter), "max_lora_rank": 16}
+                    "lora_local_path": str(adapter), "max_lora_rank": 16, "add_bos_token": False}  # v1: no BOS
 
 
 def test_plan_mode_estimates_and_evaluates_nothing(tmp_path, tiny_model_dir):

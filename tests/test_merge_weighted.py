@@ -277,10 +277,10 @@ def test_missing_target_modules_are_refused(tiny_model_dir, tmp_path, adapters):
 
 
 def test_tokenizer_mismatch_is_refused(tiny_model_dir, tmp_path, tokenizer, adapters):
+    from tests.test_merge import reordered
+
     other = tiny_llama(tmp_path / "other", tokenizer, seed=3)
-    changed = AutoTokenizer.from_pretrained(other)
-    changed.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
-    changed.save_pretrained(other)
+    reordered(other)
     with pytest.raises(PlatypusError, match="tokenizer of .* differs from the one the adapter"):
         run_merge(tiny_model_dir, [adapters["a"], adapters["b"]], tmp_path, target=str(other))
 

@@ -1,0 +1,63 @@
+"""plan=true: a paper preset's plan on a machine without CUDA or the hub (nothing downloaded, loaded or run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from platypus.pipeline import run_checked
+from platypus.plan import lora_parameters, parameters
+from platypus.stages.train.trainer import keep_trainable_fp32
+from tests import compose_config
+
+LLAMA2_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                  num_key_value_heads=40, vocab_size=32000)
+
+
+def test_parameter_counts_match_the_published_models():
+    assert parameters(LLAMA2_13B) == 13_015_864_320
+    llama2_70b = dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                      num_key_value_heads=8, vocab_size=32000)
+    assert parameters(llama2_70b) == 68_976_648_192
+    # The paper's LoRA (r 16 on gate/up/down_proj of the 13B): 40 layers x 16 x (3 x (5120 + 13824)).
+    assert lora_parameters(LLAMA2_13B, ["gate_proj", "up_proj", "down_proj"], 16) == 36_372_480
+    smollm2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                   num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+    assert lora_parameters(smollm2, ["gate_proj", "up_proj", "down_proj"], 16) == 3_041_280  # what PEFT reports
+
+
+@pytest.mark.parametrize("experiment,gpus", [("stable_platypus2_13b", "yes"), ("camel_platypus2_70b", "no: 2 GPUs")])
+def test_plan_of_a_gpu_preset_runs_here_and_runs_nothing(experiment, gpus, tmp_path):
+    cfg = compose_config(f"experiment={experiment}", "plan=true", "logger=none")
+    assert run_checked(cfg, tmp_path) is None  # 8-bit + fp16 would be refused here without plan=true
+    found = json.loads((tmp_path / "plan.json").read_text())
+    text = (tmp_path / "plan.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json", "plan.md"], "no stage ran"
+    assert found["stages"] == ["curate", "train", "merge", "evaluate"]
+    downloads = {what: gb for what, gb, _ in found["downloads"]}
+    assert downloads[f"model {cfg.model.path}"] == pytest.approx(found["parameters"] * 2 / 1e9)
+    assert downloads[f"merge target {cfg.merge.target}"] == downloads[f"model {cfg.model.path}"]
+    assert found["evaluate"]["models"] == ["base", "target", "adapter", "merged"]
+    assert found["train"]["tokens"] == 24926 * 342, "one epoch of the release"
+    for stage in ("train", "evaluate"):
+        a100, h100 = found["hours"][stage]["A100-80GB"], found["hours"][stage]["H100-80GB"]
+        assert a100 == pytest.approx(h100 * 989 / 312), "the same FLOPs over each GPU's peak"
+    assert f"| train | {found['memory_gib']['train']:.1f} | {gpus} |" in text
+
+
+def test_plan_of_the_default_run_counts_its_local_rows(tmp_path):
+    cfg = compose_config("plan=true", "logger=none")
+    run_checked(cfg, tmp_path)
+    found = json.loads((tmp_path / "plan.json").read_text())
+    assert found["downloads"] == [] and found["parameters"] == 134_515_008
+    assert found["train"]["rows"] == cfg.data.sample
+    assert found["train"]["tokens"] == cfg.train.max_steps * cfg.train.global_batch_size * cfg.train.cutoff_len
+
+
+def test_lora_weights_stay_fp32_under_fp16_autocast():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).to(torch.bfloat16)
+    net[0].requires_grad_(False)
+    keep_trainable_fp32(net)
+    assert net[1].weight.dtype == torch.float32 and net[0].weight.dtype == torch.bfloat16
