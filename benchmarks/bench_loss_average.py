@@ -68,11 +68,12 @@ def main() -> None:
     args = parser.parse_args()
     folders = {average: args.out / average for average in ("token", "sequence")}
     for average, folder in folders.items():
-        run(f"train.loss_average={average}", f"train.max_steps={args.steps}", f"hydra.run.dir={folder}")
-    merged = [str(folders[a] / "merge" / "merged") for a in ("token", "sequence")]
+        if not (folder / "merge" / "manifest.json").is_file():  # a rerun keeps finished trainings
+            run(f"train.loss_average={average}", f"train.max_steps={args.steps}", f"hydra.run.dir={folder}")
+    merged = [str(folders[a] / "merge" / "model") for a in ("token", "sequence")]
     run("stages=[evaluate]", f"evaluate.models=[{','.join(merged)}]", f"hydra.run.dir={args.out / 'compare'}")
 
-    base = json.loads((folders["token"] / "train" / "manifest.json").read_text())["inputs"]["base"]  # the folder trained on
+    base = json.loads((folders["token"] / "train" / "manifest.json").read_text())["inputs"]["base_model"]["path"]
     rows = held_out(folders["token"] / "curate" / "train.jsonl", args.held_out, seed=0)
     print(f"\nheld-out: {len(rows)} bundled rows not in the curated training set (seed 0)\n")
     print("| loss_average | train loss (last) | held-out loss, token mean | held-out loss, mean of example means |")

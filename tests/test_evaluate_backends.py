@@ -151,3 +151,15 @@ def test_in_memory_model_scores_like_its_folder_and_is_keyed_on_its_weights(tmp_
                             tmp_path / "b", cache_dir, log=logs.append)
     assert not any("reusing" in line for line in logs)
     assert again["summary"]["memory"] != out["summary"]["memory"]
+
+
+def test_models_with_the_same_folder_name_keep_distinct_labels(tmp_path):
+    """evaluate.models=[a/merge/model, b/merge/model] once evaluated only one of them (both labelled 'model')."""
+    from platypus.stages.evaluate.stage import distinct_labels
+
+    a, b = tmp_path / "token" / "merge" / "model", tmp_path / "sequence" / "merge" / "model"
+    a.mkdir(parents=True), b.mkdir(parents=True)
+    assert distinct_labels([str(a), str(b)]) == ["token-merge-model", "sequence-merge-model"]
+    assert distinct_labels([str(a), "org/name"]) == ["model", "name"]
+    with pytest.raises(PlatypusError, match="lists the same model twice"):
+        distinct_labels([str(a), str(a)])

@@ -103,9 +103,9 @@ def markdown_table(summary: Mapping[str, Any], subjects: Mapping[str, Any], eval
                          + " | ".join(_cell(against, c, False) for c in columns) + " |")
     said = verdict(summary, columns)
     if said:
-        lines += ["", f"Deltas vs {reference} (and the merged model vs the merge target) on the same documents, with "
-                  f"paired 95% bootstrap intervals ({stats.RESAMPLES:,} resamples, seed {stats.SEED}); * = the "
-                  f"interval excludes 0:", "", *said]
+        also = " (and the merged model vs the merge target)" if any("delta_target" in v for v in summary.values()) else ""
+        lines += ["", f"Deltas vs {reference}{also} on the same documents, with paired 95% bootstrap intervals "
+                  f"({stats.RESAMPLES:,} resamples, seed {stats.SEED}); * = the interval excludes 0:", "", *said]
     for key, per_label in subjects.items():
         for part, noun in (("categories", "category"), ("subjects", "subject")):
             lines += ["", f"### {key} per {noun}", ""]

@@ -37,6 +37,17 @@ def evaluated_models(include: list[str], candidates: dict[str, dict]) -> list[st
     return names
 
 
+def distinct_labels(paths: list[str]) -> list[str]:
+    """A label per ``evaluate.models`` entry: its last path part, or as many last parts as make the labels
+    distinct (``token/merge/model`` and ``sequence/merge/model`` -> ``token-merge-model``, ``sequence-merge-model``)."""
+    parts = [Path(p).expanduser().resolve().parts if Path(p).expanduser().exists() else tuple(p.split("/")) for p in paths]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        labels = ["-".join(p[-k:]).lstrip("-") or p[-1] for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    raise PlatypusError(f"evaluate.models lists the same model twice: {paths}. Give each model once.")
+
+
 class EvaluateStage(Stage):
     name = "evaluate"
     sections = ("eval", "benchmarks")
@@ -58,8 +69,8 @@ class EvaluateStage(Stage):
 
     def inputs(self, cfg, found, run) -> dict | None:
         if cfg.evaluate.models:
-            chosen = {Path(p).name if Path(p).exists() else p:
-                      {"pretrained": models.resolve(p, None, cfg.cache_dir, "evaluate.models")} for p in cfg.evaluate.models}
+            chosen = {label: {"pretrained": models.resolve(p, None, cfg.cache_dir, "evaluate.models")}
+                      for label, p in zip(distinct_labels(list(cfg.evaluate.models)), cfg.evaluate.models)}
         else:
             candidates = {"base": {"pretrained": models.base_model(cfg)}}
             if found.get(Artifact.target):
