@@ -16,13 +16,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from platypus.runtime.errors import PlatypusError
+
 GIB = 2**30
 # Dense fp16/bf16 tensor-core peak (TFLOPS) and memory, from NVIDIA's data sheets (H100: the SXM part).
 GPUS = {"A100-80GB": {"tflops": 312, "memory_gib": 80}, "H100-80GB": {"tflops": 989, "memory_gib": 80}}
-# Model FLOPs utilisation assumed (stated, not measured here): LoRA training on a 16-bit base; on an 8-bit
-# bitsandbytes base (LLM.int8 decomposes outlier columns and runs its matmuls at roughly half speed); scoring
-# (prefill only, long few-shot contexts).
-MFU = {"train": 0.40, "train_8bit": 0.20, "evaluate": 0.45}
+# Model FLOPs utilisation assumed (stated, not measured here): LoRA training on a 16-bit base; on a bitsandbytes
+# 8-bit or 4-bit base (dequantising or decomposing outlier columns, its matmuls run at roughly half speed);
+# scoring (prefill only, long few-shot contexts).
+MFU = {"train": 0.40, "train_quantized": 0.20, "evaluate": 0.45}
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "8bit": 1, "4bit": 0.5}
 CHARS_PER_TOKEN = 2.73  # Alpaca-formatted bundled Open-Platypus rows (MATH/PRM-800K), SmolLM2's tokenizer
 # Documents in each v1 task's evaluated split, and the tokens run per document at v1 few-shot counts: computed by
@@ -42,9 +44,8 @@ def architecture(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.model.get("architecture"):
         return OmegaConf.to_container(cfg.model.architecture)
     from platypus.runtime import models
-    from platypus.runtime.errors import PlatypusError
 
-    if not (cfg.model.path.startswith("package:") or Path(cfg.model.path).expanduser().exists()):
+    if on_hub(cfg.model.path):
         return None
     try:
         return models.base_skeleton(cfg).config.to_dict()
@@ -69,11 +70,22 @@ def lora_parameters(arch: dict[str, Any], targets: list[str], rank: int) -> int:
     return arch["num_hidden_layers"] * sum(rank * sum(shapes[t]) for t in targets if t in shapes)
 
 
+def on_hub(path: Any) -> bool:
+    """A hub id (or anything not on this disk and not shipped in a package)."""
+    return not (str(path).startswith(("package:", "bundled:")) or Path(str(path)).expanduser().exists())
+
+
 def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
     """(rows, mean tokens per row, where the figures come from)."""
     if cfg.data.get("rows") and cfg.data.get("mean_tokens"):
         return int(cfg.data.rows), float(cfg.data.mean_tokens), "data.rows, data.mean_tokens"
     from platypus.data.sources import load_mixture
+
+    hub = [name for name, src in cfg.data.sources.items() if on_hub(src.path)]
+    if hub:
+        raise PlatypusError(f"plan=true: data.sources.{hub[0]} is a hub dataset and data.rows / data.mean_tokens are "
+                            f"not set, so its size is unknown offline: set both (e.g. data.rows=24926 "
+                            f"data.mean_tokens=342, see platypus/conf/data/open_platypus.yaml).")
 
     rows, _ = load_mixture(cfg.data, "skip", cfg.seed)
     chars = sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) + 150 for r in rows)  # + the template
@@ -104,24 +116,24 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
 
     arch = architecture(cfg)
     if arch is None:
-        return {"stages": list(cfg.stages), "error": f"model.path={cfg.model.path!r} is a hub id and model.architecture "
-                "is not set: give its hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, "
-                "num_key_value_heads, vocab_size (see platypus/conf/model/llama2_13b.yaml)."}
+        raise PlatypusError(f"plan=true: model.path={cfg.model.path!r} is a hub id and model.architecture is not set, so "
+                            f"its size is unknown offline: give its hidden_size, intermediate_size, num_hidden_layers, "
+                            f"num_attention_heads, num_key_value_heads, vocab_size (as platypus/conf/model/llama2_13b.yaml "
+                            f"does).")
     n = parameters(arch)
     weight_bytes = BYTES[cfg.model.quantization if cfg.model.quantization != "none" else cfg.model.dtype]
     found: dict[str, Any] = {"stages": list(cfg.stages), "parameters": n, "downloads": [], "memory_gib": {},
                              "flops": {}, "hours": {}, "notes": []}
     target = cfg.merge.target
-    hub = lambda path: not (str(path).startswith("package:") or Path(str(path)).expanduser().exists())  # noqa: E731
-    if hub(cfg.model.path):
+    if on_hub(cfg.model.path):
         found["downloads"].append((f"model {cfg.model.path}", n * 2 / 1e9, "fp16 safetensors"))
     if "target" in evaluated_roles(cfg) and not target:
         found["notes"].append("merge.target is not set: give merge.target=<hub id or folder> to run the merge "
                               "(its download is then about the base's size)")
-    elif "merge" in cfg.stages and target and hub(target) and "/" in str(target):
+    elif "merge" in cfg.stages and target and on_hub(target) and "/" in str(target):
         found["downloads"].append((f"merge target {target}", n * 2 / 1e9, "same architecture as the base, fp16"))
     rows, mean_tokens, source = training_tokens(cfg)
-    if any(hub(s.path) and not str(s.path).startswith("bundled:") for s in cfg.data.sources.values()):
+    if any(on_hub(s.path) for s in cfg.data.sources.values()):
         found["downloads"].append((f"data {cfg.data.name}", rows * mean_tokens * CHARS_PER_TOKEN / 1e9,
                                    f"{rows:,} rows x ~{mean_tokens:.0f} tokens"))
     if cfg.benchmarks.source == "hub" and "evaluate" in cfg.stages:
@@ -147,7 +159,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         factor = 6 if t.gradient_checkpointing else 4  # forward + input gradients (+ recomputed forward); no weight gradients
         found["flops"]["train"] = factor * n * tokens
         found["train"] = {"rows": rows, "mean_tokens": mean_tokens, "tokens": tokens, "source": source,
-                          "trainable": trainable, "mfu": MFU["train_8bit" if cfg.model.quantization == "8bit" else "train"]}
+                          "trainable": trainable, "mfu": MFU["train" if cfg.model.quantization == "none" else "train_quantized"]}
     if "merge" in cfg.stages and cfg.merge.recipe != "none":
         fold = BYTES[cfg.merge.get("fold_dtype", "float32")]
         found["memory_gib"]["merge (CPU RAM)"] = n * fold / GIB + 2 * n * BYTES[cfg.merge.dtype] / GIB / 8
@@ -170,8 +182,6 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
 def text(cfg: DictConfig, found: dict[str, Any]) -> str:
     name = OmegaConf.select(cfg, "published.model") or f"{cfg.model.name} + {cfg.merge.name}"
     lines = [f"# Plan: {name}", "", f"stages: {', '.join(found['stages'])}"]
-    if "error" in found:
-        return "\n".join(lines + ["", found["error"]]) + "\n"
     lines.append(f"model: {cfg.model.path} ({found['parameters'] / 1e9:.2f} B parameters, {cfg.model.dtype}"
                  f"{', ' + cfg.model.quantization if cfg.model.quantization != 'none' else ''})")
     lines += ["", "| download | GB | what |", "|---|---|---|"]

@@ -56,36 +56,44 @@ def b281b09_pair(tokenizer, context: str, continuation: str) -> tuple[list[int],
     return context_ids, whole[len(context_ids):]
 
 
-def scored_requests(folder, eval_cfg, suite, backend: str) -> list[tuple]:
-    """Every (context, answer) lm-eval built for 2 documents per task, as token ids the model is asked to score."""
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory, cache_dir):
+    """lm-eval's requests for 2 documents of each task at its v1 few-shot count (built once: contexts are text)."""
+    cfg = compose_config("eval=leaderboard_v1", "benchmarks=bundled")
+    suite = build_suite(cfg.eval, cfg.benchmarks, tmp_path_factory.mktemp("tasks"), cache_dir)
+    built = []
+    for name, task in suite.task_manager().load(list(TASKS))["tasks"].items():
+        task.set_config(key="num_fewshot", value=TASKS[name])
+        task.set_fewshot_seed(1234)
+        task.build_all_requests(limit=2, rank=0, world_size=1)
+        built += task.instances
+    return built
+
+
+def scored_ids(folder, eval_cfg, instances, backend: str) -> list[tuple]:
+    """What the backend is asked to score for those requests: ((context, answer), context ids, answer ids). The
+    model is not run (scoring the ids is the scorer tests' subject)."""
     with open_dict(eval_cfg):
         eval_cfg.backend = backend
     lm = load_lm(EvalModel("m", str(folder)), "float32", OmegaConf.to_container(eval_cfg))
     seen = []
-    original = lm._loglikelihood_tokens
 
     def spy(requests, *args, **kwargs):
         seen.extend(requests)
-        return original(requests, *args, **kwargs)
+        return [(0.0, True)] * len(requests)
 
     lm._loglikelihood_tokens = spy
-    tasks = suite.task_manager().load(list(TASKS))["tasks"]
-    for name, task in tasks.items():
-        task.set_config(key="num_fewshot", value=TASKS[name])
-        task.set_fewshot_seed(1234)
-        task.build_all_requests(limit=2, rank=0, world_size=1)
-        lm.loglikelihood([instance for instance in task.instances])
+    lm.loglikelihood(list(instances))
     return seen
 
 
 @pytest.mark.parametrize("backend", ["prefix", "hf"])
-def test_leaderboard_v1_scores_b281b09_token_ids(llama_style, tmp_path, cache_dir, backend):
+def test_leaderboard_v1_scores_b281b09_token_ids(llama_style, instances, backend):
     folder, tokenizer = llama_style
     cfg = compose_config("eval=leaderboard_v1", "benchmarks=bundled")
     assert cfg.eval.add_bos_token is False
-    suite = build_suite(cfg.eval, cfg.benchmarks, tmp_path / "tasks", cache_dir)
-    requests = scored_requests(folder, cfg.eval, suite, backend)
-    assert len(requests) >= 2 * (4 + 4 + 4 + 2), "every task's answers were scored"
+    requests = scored_ids(folder, cfg.eval, instances, backend)
+    assert len(requests) == len(instances) >= 2 * (4 + 4 + 4 + 2), "every task's answers were scored"
     for (context, continuation), context_ids, answer_ids in requests:
         assert context_ids[0] != tokenizer.bos_token_id
         assert (list(context_ids), list(answer_ids)) == b281b09_pair(tokenizer, context, continuation), context[-80:]
@@ -93,5 +101,5 @@ def test_leaderboard_v1_scores_b281b09_token_ids(llama_style, tmp_path, cache_di
     # The tokenizer's own choice (lm-eval 0.4 with add_bos_token unset) puts BOS first: the setting has teeth.
     with open_dict(cfg):
         cfg.eval.add_bos_token = None
-    unset = scored_requests(folder, cfg.eval, suite, backend)
+    unset = scored_ids(folder, cfg.eval, instances, backend)
     assert all(context_ids[0] == tokenizer.bos_token_id for _, context_ids, _ in unset)

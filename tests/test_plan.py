@@ -61,3 +61,13 @@ def test_lora_weights_stay_fp32_under_fp16_autocast():
     net[0].requires_grad_(False)
     keep_trainable_fp32(net)
     assert net[1].weight.dtype == torch.float32 and net[0].weight.dtype == torch.bfloat16
+
+
+def test_plan_of_a_hub_model_without_its_architecture_says_what_to_give(tmp_path, capsys):
+    cfg = compose_config("plan=true", "logger=none", "model=smollm2_135m_hub")
+    with pytest.raises(SystemExit) as stop:
+        run_checked(cfg, tmp_path)
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert "model.path='HuggingFaceTB/SmolLM2-135M-Instruct' is a hub id and model.architecture is not set" in message
+    assert not (tmp_path / "plan.md").exists()
