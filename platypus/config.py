@@ -71,6 +71,8 @@ class EmbeddingConfig:
 @dataclass
 class ExactDedupConfig:
     enabled: bool = True
+    # false: the authors' key, f"{instruction}-{input}" as is (merged_largest_keep.py; curate=notebook)
+    normalise_whitespace: bool = True
 
 
 @dataclass

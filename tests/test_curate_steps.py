@@ -14,6 +14,7 @@ from platypus.config import CurateConfig
 from platypus.stages.curate import run_curate
 from platypus.stages.curate.decontaminate import decontaminate, ngram_contamination
 from platypus.stages.curate.exact import exact_dedup
+from tests import compose_config
 from platypus.stages.curate.semantic import semantic_dedup
 from platypus.runtime.errors import PlatypusError
 
@@ -55,6 +56,17 @@ def test_exact_dedup_keeps_longest_output_at_first_position():
 
 
 # --------------------------------------------------------------------------- semantic
+def test_exact_dedup_with_the_authors_key_keeps_whitespace_variants():
+    """curate.exact_dedup.normalise_whitespace=false: merged_largest_keep.py's f"{instruction}-{input}" key, as is."""
+    rows = [{"instruction": "Add 1 and 2.", "input": "", "output": "3"},
+            {"instruction": "Add  1 and 2. ", "input": "", "output": "It is 3"},
+            {"instruction": "Add 1 and 2.", "input": "", "output": "3, because 1 + 2 = 3"}]
+    assert exact_dedup(rows).kept == [2] and exact_dedup(rows).removed == {0: 2, 1: 2}
+    authors = exact_dedup(rows, normalise_whitespace=False)
+    assert authors.kept == [2, 1] and authors.removed == {0: 2}
+    assert compose_config("curate=notebook").curate.exact_dedup.normalise_whitespace is False
+
+
 def test_semantic_dedup_known_angles_first_and_longest():
     # cos(30°)=0.866, cos(40°)=0.766, cos(90°)=0
     emb = np.stack([unit(0), unit(30), unit(90), unit(45)])

@@ -1,6 +1,7 @@
 """Exact dedup on (instruction, input), keeping the longest output (``merged_largest_keep.py``).
 
-Keys are compared after whitespace normalisation (runs collapsed, ends stripped). Each group
+Keys are compared after whitespace normalisation (runs collapsed, ends stripped), or as the authors' script
+built them, ``f"{instruction}-{input}"`` as is (``curate.exact_dedup.normalise_whitespace=false``). Each group
 of duplicates becomes one row: the one with the longest output (ties: the earliest), placed
 at the position of the group's *first* occurrence, so the mixture order is preserved.
 """
@@ -23,10 +24,16 @@ def normalise(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def exact_dedup(rows: list[dict]) -> ExactResult:
-    groups: dict[tuple[str, str], list[int]] = {}
+def dedup_key(row: dict, normalise_whitespace: bool = True) -> tuple[str, str] | str:
+    if normalise_whitespace:
+        return normalise(row["instruction"]), normalise(row["input"])
+    return f"{row['instruction']}-{row['input']}"  # merged_largest_keep.py's unique_key
+
+
+def exact_dedup(rows: list[dict], normalise_whitespace: bool = True) -> ExactResult:
+    groups: dict[tuple[str, str] | str, list[int]] = {}
     for i, row in enumerate(rows):
-        groups.setdefault((normalise(row["instruction"]), normalise(row["input"])), []).append(i)
+        groups.setdefault(dedup_key(row, normalise_whitespace), []).append(i)
     kept: list[int] = []
     removed: dict[int, int] = {}
     for members in groups.values():  # dicts keep insertion order: first occurrences in order

@@ -14,7 +14,8 @@ METRIC = "removed_exact"
 
 def run(state: State) -> None:
     t0 = time.perf_counter()
-    exact = exact_dedup([state.row(i) for i in range(len(state.current))])
+    exact = exact_dedup([state.row(i) for i in range(len(state.current))],
+                        state.cfg[SECTION].normalise_whitespace)
     for local, winner in exact.removed.items():
         row = state.row(local)
         state.removed.append(Removal("exact_dedup", row["data_source"], row["instruction"], row_text(state.row(winner)), None))
