@@ -131,6 +131,21 @@ def test_target_that_extends_the_vocabulary_takes_an_mlp_only_adapter(tiny_model
     assert "vocab_size 49152 -> 49154" in text
 
 
+def test_special_tokens_alone_differing_is_recorded_not_refused(tiny_model_dir, tmp_path, pair):
+    """The same ids naming the same tokens: a target that marks another existing token special still reads every
+    id as the adapter was trained; the card says what differs."""
+    tokenizer, adapter = pair
+    other = tiny_llama(tmp_path / "other", tokenizer, seed=3)
+    changed = AutoTokenizer.from_pretrained(other)
+    existing = changed.convert_ids_to_tokens(100)
+    changed.add_special_tokens({"additional_special_tokens": [existing]})
+    changed.save_pretrained(other)
+    assert len(changed) == len(tokenizer)
+    merge(merge_cfg(recipe="into_model", target=str(other)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
+    text = (tmp_path / "merge_card.md").read_text()
+    assert f"vocabulary: the same 49,152 tokens; special tokens differ ([{existing!r}])" in text
+
+
 def test_extended_vocabulary_refuses_an_adapter_that_trains_embeddings(tiny_model_dir, tmp_path, pair):
     tokenizer, _ = pair
     adapter = random_adapter(tiny_model_dir, tmp_path / "embedding_adapter", targets=("gate_proj", "embed_tokens"))

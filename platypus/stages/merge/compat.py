@@ -181,6 +181,10 @@ def _check_vocabulary(adapter: Path, target_path: str, trust_remote_code: bool, 
             f"(or whose vocabulary only adds tokens after it)."
         )
     added = [their_by_id[i] for i in sorted(their_by_id) if i not in by_id]
+    special = "" if mine_special == their_special else (
+        f"; special tokens differ ({sorted(set(mine_special) ^ set(their_special))}), which LoRA factors do not read")
+    if not added:
+        return f"the same {len(by_id):,} tokens{special}"
     embeddings = trained_embeddings(adapter, config)
     if embeddings:
         raise PlatypusError(
@@ -189,8 +193,6 @@ def _check_vocabulary(adapter: Path, target_path: str, trust_remote_code: bool, 
             f"do not line up with the target's. {todo}, or train the adapter on hidden-state modules only "
             f"(e.g. lora=platypus)."
         )
-    special = "" if mine_special == their_special else (
-        f"; special tokens differ ({sorted(set(mine_special) ^ set(their_special))}), which LoRA factors do not read")
     return (f"the target's extends the adapter's: its {len(by_id):,} ids name the same tokens, {len(added)} added "
             f"after them ({added[:8]}); the adapter trains no embedding or output rows{special}")
 
