@@ -45,12 +45,7 @@ def architecture(cfg: DictConfig) -> dict[str, Any] | None:
         return OmegaConf.to_container(cfg.model.architecture)
     from platypus.runtime import models
 
-    if on_hub(cfg.model.path):
-        return None
-    try:
-        return models.base_skeleton(cfg).config.to_dict()
-    except PlatypusError:
-        return None
+    return None if on_hub(cfg.model.path) else models.base_skeleton(cfg).config.to_dict()
 
 
 def parameters(arch: dict[str, Any]) -> int:
@@ -179,6 +174,18 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     return found
 
 
+def fits_80gb(stage: str, gib: float) -> str:
+    """Whether a stage's peak fits one 80 GB GPU; what to do otherwise (training runs a whole copy per process)."""
+    share = gib / GPUS["A100-80GB"]["memory_gib"]
+    if share <= 0.85:
+        return "yes"
+    if share <= 1.0:
+        return "tight (the peak is at train.cutoff_len)" if stage == "train" else "tight"
+    if stage == "evaluate":
+        return f"no: {math.ceil(gib / (0.9 * GPUS['A100-80GB']['memory_gib']))} GPUs with eval.parallelize=true"
+    return "no: each process holds the whole model; lower train.cutoff_len or use 4bit"
+
+
 def text(cfg: DictConfig, found: dict[str, Any]) -> str:
     name = OmegaConf.select(cfg, "published.model") or f"{cfg.model.name} + {cfg.merge.name}"
     lines = [f"# Plan: {name}", "", f"stages: {', '.join(found['stages'])}"]
@@ -204,8 +211,7 @@ def text(cfg: DictConfig, found: dict[str, Any]) -> str:
             ev = found["evaluate"]
             basis = (f"{len(ev['models'])} models ({', '.join(ev['models'])}) x {ev['tokens_per_model'] / 1e6:.3g} M "
                      f"tokens computed (eval.backend={cfg.eval.backend}), MFU {ev['mfu']:.2f}")
-        fits = "CPU" if "CPU" in stage else ("yes" if gib <= GPUS["A100-80GB"]["memory_gib"] * 0.93 else
-                                             f"no: {math.ceil(gib / (80 * 0.9))} GPUs")
+        fits = "CPU" if "CPU" in stage else fits_80gb(key, gib)
         lines.append(f"| {stage} | {gib:.1f} | {fits} | " + " | ".join(f"{hours[g]:.3g}" if g in hours else "–"
                                                                        for g in GPUS) + f" | {basis} |")
     lines += [f"\nNote: {note}" for note in found["notes"]]
