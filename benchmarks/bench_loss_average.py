@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
+from platypus.resources import DATASETS
+
 REPO = Path(__file__).resolve().parents[1]
-RAW = REPO / "platypus" / "resources" / "datasets" / "open_platypus_raw.jsonl.gz"
+RAW = DATASETS / "open_platypus_raw.jsonl.gz"  # what data=open_platypus_rebuild reads
 
 
 def run(*overrides: str) -> None:

@@ -27,6 +27,8 @@ LORA_BIAS = ("none", "all", "lora_only")
 RESUME = ("auto", "never")
 LOSS_AVERAGES = ("token", "sequence")  # train.loss_average: platypus/stages/train/loss.py
 CACHE_VERIFY = ("fast", "full")  # how a finished result is checked before reuse
+# summary.json keys of paired deltas: vs the run's first model; the merged model's vs the merge target
+DELTA_KEYS = ("delta", "delta_target")
 LOGGER_NAMES = ("none", "wandb")
 LOGGER_MODES = ("offline", "online", "disabled")
 

@@ -66,8 +66,17 @@ def lora_parameters(arch: dict[str, Any], targets: list[str], rank: int) -> int:
 
 
 def on_hub(path: Any) -> bool:
-    """A hub id (or anything not on this disk and not shipped in a package)."""
-    return not (str(path).startswith(("package:", "bundled:")) or Path(str(path)).expanduser().exists())
+    """A model the hub serves: not shipped in a package and not on this disk."""
+    from platypus.runtime.models import PACKAGE_PREFIX
+
+    return not (str(path).startswith(PACKAGE_PREFIX) or Path(str(path)).expanduser().exists())
+
+
+def hub_sources(cfg: DictConfig) -> list[str]:
+    """The data sources read from the hub (the data loader's own rule, platypus/data/sources.py)."""
+    from platypus.data.sources import source_kind
+
+    return [name for name, src in cfg.data.sources.items() if source_kind(src).name == "hub"]
 
 
 def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
@@ -76,7 +85,7 @@ def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
         return int(cfg.data.rows), float(cfg.data.mean_tokens), "data.rows, data.mean_tokens"
     from platypus.data.sources import load_mixture
 
-    hub = [name for name, src in cfg.data.sources.items() if on_hub(src.path)]
+    hub = hub_sources(cfg)
     if hub:
         raise PlatypusError(f"plan=true: data.sources.{hub[0]} is a hub dataset and data.rows / data.mean_tokens are "
                             f"not set, so its size is unknown offline: set both (e.g. data.rows=24926 "
@@ -128,7 +137,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     elif "merge" in cfg.stages and target and on_hub(target) and "/" in str(target):
         found["downloads"].append((f"merge target {target}", n * 2 / 1e9, "same architecture as the base, fp16"))
     rows, mean_tokens, source = training_tokens(cfg)
-    if any(on_hub(s.path) for s in cfg.data.sources.values()):
+    if hub_sources(cfg):
         found["downloads"].append((f"data {cfg.data.name}", rows * mean_tokens * CHARS_PER_TOKEN / 1e9,
                                    f"{rows:,} rows x ~{mean_tokens:.0f} tokens"))
     if cfg.benchmarks.source == "hub" and "evaluate" in cfg.stages:

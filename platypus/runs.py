@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from platypus.config import STAGES
+from platypus.fields import DELTA_KEYS
 
 NUMBERS = ("value", "low", "high", "p")  # of a delta, in the csv beside its text
 
@@ -80,7 +81,7 @@ def read_run(folder: Path, job: str) -> dict[str, Any]:
         if not isinstance(tasks, dict):
             continue
         for task, metrics in tasks.items():
-            if task in ("delta", "delta_target"):  # paired deltas vs the run's first model (and vs the merge target)
+            if task in DELTA_KEYS:  # paired deltas vs the run's first model (and the merged model's vs the merge target)
                 row.update(delta_columns(f"{model}/{task}", {t: d for t, d in metrics.items() if t != "reference"}))
             elif isinstance(metrics, dict):
                 row.update({f"{model}/{task}/{metric}": value for metric, value in metrics.items()})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from platypus.fields import DELTA_KEYS
 from platypus.stages.evaluate import stats
 from platypus.stages.evaluate.aggregate import AVERAGE, size_weighted_mean, subject_breakdown
 from platypus.stages.evaluate.documents import outcomes
@@ -36,11 +37,12 @@ def _cell(summary: Mapping[str, Any], column: str, is_reference: bool) -> str:
         return "–"
     error = stderr_of(summary, column)
     text = f"{value:.4f}" + (f" ± {error:.4f}" if error is not None else "")
-    delta = (summary.get("delta") or {}).get(column)
+    delta = (summary.get(DELTA) or {}).get(column)
     return text if is_reference or delta is None else f"{value:.4f} ({delta_text(delta)})"
 
 
-DELTAS = ("delta", "delta_target")  # vs the first model; the merged model vs the merge target (the paper's)
+DELTAS = DELTA_KEYS  # summary keys: vs the first model; the merged model vs the merge target
+DELTA, DELTA_TARGET = DELTAS
 
 
 def verdict(summary: Mapping[str, Any], columns: list[str]) -> list[str]:
@@ -97,13 +99,13 @@ def markdown_table(summary: Mapping[str, Any], subjects: Mapping[str, Any], eval
     lines = ["| model | " + " | ".join(heads) + " |", "|---" * (len(columns) + 1) + "|"]
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(_cell(summary[label], c, label == reference) for c in columns) + " |")
-        if summary[label].get("delta_target"):
-            against = {**summary[label], "delta": summary[label]["delta_target"]}
-            lines.append(f"| {label} vs {against['delta']['reference']} | "
+        if summary[label].get(DELTA_TARGET):
+            against = {**summary[label], DELTA: summary[label][DELTA_TARGET]}
+            lines.append(f"| {label} vs {against[DELTA]['reference']} | "
                          + " | ".join(_cell(against, c, False) for c in columns) + " |")
     said = verdict(summary, columns)
     if said:
-        also = " (and the merged model vs the merge target)" if any("delta_target" in v for v in summary.values()) else ""
+        also = " (and the merged model vs the merge target)" if any(DELTA_TARGET in v for v in summary.values()) else ""
         lines += ["", f"Deltas vs {reference}{also} on the same documents, with paired 95% bootstrap intervals "
                   f"({stats.RESAMPLES:,} resamples, seed {stats.SEED}); * = the interval excludes 0:", "", *said]
     for key, per_label in subjects.items():

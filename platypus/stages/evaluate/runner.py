@@ -217,8 +217,8 @@ def summarize(suite: Suite, eval_cfg: Mapping[str, Any], all_results: Mapping[st
     reference, *others = list(all_results)
     for label in others:
         deltas = stats.compare(per_model[reference], per_model[label], average_of=LEADERBOARD_V1, average_key=AVERAGE)
-        summary[label]["delta"] = {"reference": reference, **{k: d.as_dict() for k, d in deltas.items()}}
+        summary[label][report.DELTA] = {"reference": reference, **{k: d.as_dict() for k, d in deltas.items()}}
     if TARGET in others and MERGED in others:  # the paper's comparison: the merged model against what it was folded into
         deltas = stats.compare(per_model[TARGET], per_model[MERGED], average_of=LEADERBOARD_V1, average_key=AVERAGE)
-        summary[MERGED]["delta_target"] = {"reference": TARGET, **{k: d.as_dict() for k, d in deltas.items()}}
+        summary[MERGED][report.DELTA_TARGET] = {"reference": TARGET, **{k: d.as_dict() for k, d in deltas.items()}}
     return summary
