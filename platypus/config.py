@@ -330,7 +330,8 @@ class PublishedConfig:
 # --------------------------------------------------------------------------- root
 @dataclass
 class RootConfig:
-    stages: List[str] = field(default_factory=lambda: list(STAGES))
+    stages: List[str] = MISSING  # which stages run (conf/config.yaml), keys of stage_classes
+    stage_classes: Dict[str, Any] = field(default_factory=dict)  # stage name -> its Stage class (_target_)
     # Print the run's plan (stages, downloads and their sizes, memory per stage, GPU time on an A100 and an H100)
     # and stop: nothing is downloaded, loaded or run (platypus/plan.py).
     plan: bool = False
