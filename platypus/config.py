@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
     LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
-    SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
+    SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
 CONFIG_MODULE = "platypus.conf"  # the config groups: conf/ in a checkout, shipped in the wheel under this name

@@ -11,7 +11,6 @@ from typing import Any, Callable
 from omegaconf import MISSING
 
 # The choice sets, each spelled once (modules that need them import them from here).
-STAGES = ("curate", "train", "merge", "evaluate")
 MODEL_ROLES = ("base", "target", "adapter", "merged")  # the models a run can evaluate (target: merge.target)
 DTYPES = ("bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "4bit", "8bit")

@@ -4,7 +4,6 @@ the final model against the first job's, wall time and which stages were reused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
