@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from platypus import stages
@@ -39,6 +41,26 @@ def check_config(cfg: DictConfig) -> None:
     tracking.build_tracker(cfg.logger)
     for name in cfg.stages:
         stages.get(cfg, name).check(cfg)
+
+
+class CheckConfig(Callback):
+    """The composed job checks itself before Hydra makes its run folder (a sweep: its shared settings before the
+    first job, each job's own values when the job starts): one paragraph and exit code 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        if config.get("plan"):  # a plan for a GPU run is asked for on a machine without one
+            return
+        try:
+            check_config(config)
+        except PlatypusError as error:
+            fail(str(error), bool(config.get("traceback")))
 
 
 def found_in(run: Run) -> Artifacts:
