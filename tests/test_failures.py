@@ -110,3 +110,33 @@ def test_a_log_file_on_a_full_disk_is_said_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("[platypus] cannot write the log file") == 1 and "File too large (EFBIG)" in err
     assert "Traceback" not in err and "Logging error" not in err
+
+
+def test_the_report_command_on_a_full_disk(tmp_path, capsys):
+    from platypus import report
+    from tests.test_sweep import _run
+
+    _run(tmp_path / "sweep/0", ["lora=attention"], 80, 1.2, {"base": 0.3, "merged": 0.31})
+    with pytest.raises(SystemExit) as info, file_size_limit():
+        report.main([str(tmp_path / "sweep")])
+    err = capsys.readouterr().err
+    print(err)
+    assert info.value.code == 2 and "File too large (EFBIG) writing in" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hydra_file", ["run.log", ".hydra/config.yaml"])
+def test_a_write_of_hydra_s_own_that_fails_is_one_paragraph(hydra_file, tmp_path):
+    """Hydra writes the log file and .hydra/*.yaml before our code runs; a failure there is the paragraph too."""
+    import subprocess
+    import sys
+
+    from tests.test_crash_resume import ENV, REPO
+
+    (tmp_path / hydra_file).mkdir(parents=True)  # what cannot be opened for writing
+    done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={tmp_path}", "logger=none", "stages=[curate]"],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    print(done.stderr)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"Cannot write: Is a directory (EISDIR) writing {tmp_path / hydra_file}." in done.stderr
+    assert "HYDRA_FULL_ERROR" not in done.stderr and not (tmp_path / "curate").exists()

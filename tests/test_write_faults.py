@@ -7,8 +7,8 @@ an uninterrupted run's.
 
 By default a spread of write points runs (the first of each kind: Hydra's own files, each library writer, a
 stage's rename into place, an atomic JSON replace, the stage cache; a few minutes). PLATYPUS_FAULT_LOOP=full
-runs every write point N = 1, 2, ... until the run completes with none failing; PLATYPUS_FAULT_WORKERS=k runs k
-at a time.
+runs every write point N = 1, 2, ... (the spread first) and then one past the last, where the run completes with
+none failing; PLATYPUS_FAULT_WORKERS=k runs k at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def assert_one_paragraph(outcome: Outcome) -> None:
 
 def fault_at(n: int, base: Path, model: Path, reference: dict, points: list[str]) -> str:
     """Fail write point ``n``, check what is left, rerun without the fault; one line for the report."""
-    root = base / f"at-{n:03d}"
+    root, started = base / f"at-{n:03d}", time.monotonic()
     faulted = run(root, model, n, "faulted")
     assert faulted.failed, f"write point {n} was not reached: {len(faulted.points)} of {len(points)}"
     assert kind(faulted.failed.replace("FAILED ", "")) == kind(points[n - 1]), (faulted.failed, points[n - 1])
@@ -108,7 +109,7 @@ def fault_at(n: int, base: Path, model: Path, reference: dict, points: list[str]
     assert_same_numbers(json.loads((root / "run" / "summary.json").read_text()), reference)
     assert_finished_results_verify(root)
     said = next((line for line in faulted.err.splitlines() if line.startswith("error:")), "(completed: best effort)")
-    line = f"{points[n - 1]}: exit {faulted.code}: {said[:160]}"
+    line = f"{points[n - 1]}: exit {faulted.code} ({time.monotonic() - started:.0f} s with the rerun): {said[:160]}"
     print(line, flush=True)
     return line
 
@@ -130,7 +131,9 @@ def test_every_write_point_fails_cleanly_and_a_rerun_completes(tiny_model_dir, t
     reference = json.loads((tmp_path / "reference" / "run" / "summary.json").read_text())
     points = uninterrupted.points
     full = os.environ.get("PLATYPUS_FAULT_LOOP") == "full"
-    chosen = list(range(1, len(points) + 1)) if full else spread(points)
+    chosen = spread(points)
+    if full:  # the spread first, then every other point in turn
+        chosen += [n for n in range(1, len(points) + 1) if n not in chosen]
     def attempt(n: int) -> str | None:
         try:
             fault_at(n, tmp_path, tiny_model_dir, reference, points)

@@ -85,7 +85,7 @@ def _free(folder: Path) -> str:
         said = ""
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
-        said += f" This process may not write files over {limit} bytes (ulimit -f {limit // 1024})."
+        said += f" This process may not write files over {limit} bytes (its ulimit -f)."
     return said
 
 
