@@ -85,7 +85,7 @@ def test_the_paragraph_names_the_folder_the_reason_and_what_to_do(tmp_path, caps
     err = capsys.readouterr().err
     print(err)
     assert info.value.code == 2 and "Traceback" not in err
-    assert f"writing in {tmp_path}" in err and "GB are free on the disk of" in err
+    assert f"writing in {tmp_path / '.train.partial'}." in err and "GB are free on the disk of" in err
     assert f"The unfinished stage stays in {tmp_path / '.train.partial'}" in err
     assert "hydra.run.dir=<folder>" in err and "stage_cache=<folder>" in err
     text = message(write_failure(OSError(errno.EROFS, "Read-only file system", "/data/x")), tmp_path)

@@ -102,9 +102,17 @@ def _kept(root: Path | None) -> str:
     return kept + (f" Finished stages ({', '.join(finished)}) were not touched." if finished else "")
 
 
+def _working_in(root: Path | None) -> Path | None:
+    """Where the run was writing when the error named no file: its newest unfinished stage, else the run folder."""
+    if root is None or not root.is_dir():
+        return root
+    unfinished = [p for p in root.glob(".*.partial") if p.is_dir()]
+    return max(unfinished, key=lambda p: p.stat().st_mtime) if unfinished else root
+
+
 def message(failure: WriteFailure, root: Path | None = None) -> str:
     """One paragraph: what failed where, what was kept, what to do."""
-    folder = Path(failure.path).parent if failure.path else root or Path.cwd()
+    folder = Path(failure.path).parent if failure.path else _working_in(root) or Path.cwd()
     what = f"writing {failure.path}" if failure.path else f"writing in {folder}"
     code = f" ({failure.code})" if failure.code else ""
     if failure.code is None or failure.code in NO_ROOM:
