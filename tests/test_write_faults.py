@@ -106,7 +106,7 @@ def fault_at(n: int, base: Path, model: Path, reference: dict, points: list[str]
     assert_finished_results_verify(root)
     rerun = run(root, model, None, "rerun")
     assert rerun.code == 0, rerun.err[-3000:]
-    assert_same_numbers(json.loads((root / "run" / "summary.json").read_text()), reference)
+    assert_same_numbers(json.loads((root / "run" / "evaluate" / "summary.json").read_text()), reference)
     assert_finished_results_verify(root)
     said = next((line for line in faulted.err.splitlines() if line.startswith("error:")), "(completed: best effort)")
     line = f"{points[n - 1]}: exit {faulted.code} ({time.monotonic() - started:.0f} s with the rerun): {said[:160]}"
@@ -128,7 +128,7 @@ def spread(points: list[str]) -> list[int]:
 def test_every_write_point_fails_cleanly_and_a_rerun_completes(tiny_model_dir, tmp_path):
     uninterrupted = run(tmp_path / "reference", tiny_model_dir, 0, "reference")
     assert uninterrupted.code == 0 and uninterrupted.failed is None, uninterrupted.err[-3000:]
-    reference = json.loads((tmp_path / "reference" / "run" / "summary.json").read_text())
+    reference = json.loads((tmp_path / "reference" / "run" / "evaluate" / "summary.json").read_text())
     points = uninterrupted.points
     full = os.environ.get("PLATYPUS_FAULT_LOOP") == "full"
     chosen = spread(points)

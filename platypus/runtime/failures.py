@@ -93,10 +93,10 @@ def _kept(root: Path | None) -> str:
     """What the failure left in the run folder: the unfinished stage (never taken for finished), the finished ones."""
     if root is None or not root.is_dir():
         return ""
-    from platypus.config import STAGES
+    from platypus.runtime.io import MANIFEST
 
     unfinished = sorted(p for p in root.glob(".*.partial") if p.is_dir())
-    finished = [s for s in STAGES if (root / s / "manifest.json").is_file()]
+    finished = sorted(manifest.parent.name for manifest in root.glob(f"*/{MANIFEST}"))
     kept = (f" The unfinished stage stays in {', '.join(map(str, unfinished))} (no manifest.json, so it is never "
             f"taken for a finished result; a rerun continues or replaces it)." if unfinished else "")
     return kept + (f" Finished stages ({', '.join(finished)}) were not touched." if finished else "")
