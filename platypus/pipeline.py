@@ -17,7 +17,8 @@ from platypus import stages
 from platypus.config import RootConfig
 from platypus.fields import validate
 from platypus.runtime import tracking
-from platypus.runtime.errors import PlatypusError, fail, is_write_error, write_error_message
+from platypus.runtime.errors import PlatypusError, fail
+from platypus.runtime.failures import message, write_failure
 from platypus.runtime.lock import exclusive
 from platypus.runtime.run import Run, process_rank, world_size
 from platypus.stages import Artifacts
@@ -121,8 +122,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def run_checked(cfg: DictConfig, root: Path) -> float | None:
-    """Check every setting, then run the pipeline; a PlatypusError, or an OSError of the disk or the
-    permissions, becomes one paragraph on stderr and exit code 2 (``traceback=true``: the traceback)."""
+    """Check every setting, then run the pipeline; a PlatypusError, or a failed write (whichever library raised
+    it: platypus/runtime/failures.py), becomes one paragraph on stderr and exit code 2 (``traceback=true``: the
+    traceback)."""
     from omegaconf import errors as omegaconf_errors
 
     show_traceback = bool(cfg.get("traceback"))
@@ -136,10 +138,11 @@ def run_checked(cfg: DictConfig, root: Path) -> float | None:
         return run_pipeline(cfg, root)
     except PlatypusError as error:
         fail(str(error), show_traceback)
-    except OSError as error:
-        if not is_write_error(error):
-            raise
-        fail(write_error_message(error, root), show_traceback)
     except omegaconf_errors.MissingMandatoryValue as error:
         fail(f"Config key '{error.full_key}' has no value (???): set it, e.g. {error.full_key}=<value>.", show_traceback)
+    except Exception as error:  # noqa: BLE001 - only a failed write is handled here; the rest is re-raised
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        fail(message(failure, root), show_traceback)
     return None

@@ -444,7 +444,7 @@ def test_output_folder_not_writable_inside_the_run(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"Cannot write: Not a directory (ENOTDIR) writing {blocker / 'run'}" in err
-    assert "choose a folder you can write to (hydra.run.dir=<folder>" in err and "Traceback" not in err
+    assert "choose folders you can write to: hydra.run.dir=<folder>" in err and "Traceback" not in err
     print(err.strip())
 
 
