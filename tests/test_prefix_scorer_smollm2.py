@@ -22,6 +22,9 @@ import pytest
 from platypus.stages.evaluate.prefix import PrefixLM
 from platypus.stages.evaluate.runner import SEEDS
 
+pytestmark = pytest.mark.slow
+
+
 def vector_isa() -> str:
     """avx512 or avx2: which float32 kernels torch runs here (the recording must come from the same kind)."""
     try:

@@ -167,6 +167,7 @@ def test_the_size_budget_trims_unused_entries_after_a_run(tmp_path):
     assert [e.key for e in StageCache(cache).entries()] == [new["key"]]
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -60,6 +60,7 @@ def sweep(tmp_path_factory, tiny_model_dir) -> dict:
     return {"dir": tmp / "sweep", "cache": tmp / "cache", "stdout": done.stdout}
 
 
+@pytest.mark.slow
 def test_lora_by_merge_sweep_trains_twice_and_curates_once(sweep):
     folder = sweep["dir"]
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
@@ -78,6 +79,7 @@ def test_lora_by_merge_sweep_trains_twice_and_curates_once(sweep):
     assert adapters["0"] == adapters["1"] != adapters["2"] == adapters["3"]  # hardlinks, not copies
 
 
+@pytest.mark.slow
 def test_sweep_summary_has_one_row_per_job(sweep):
     folder = sweep["dir"]
     with open(folder / "summary.csv", encoding="utf-8") as handle:
@@ -102,6 +104,7 @@ def test_sweep_summary_has_one_row_per_job(sweep):
     assert (folder / "summary.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_wandb_runs_of_a_sweep_are_grouped_named_and_keyed_alike(sweep):
     folder = sweep["dir"]
     names = set()
@@ -123,6 +126,7 @@ def test_wandb_runs_of_a_sweep_are_grouped_named_and_keyed_alike(sweep):
 
 
 # --------------------------------------------------------------------------- joblib launcher
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_and_computes_a_shared_stage_once(tmp_path, tiny_model_dir):
     done = multirun(tmp_path, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "lora=platypus,attention",
                     "logger=none", "stages=[curate,train]", *tiny(tiny_model_dir))
@@ -266,6 +270,7 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
     assert report.main([str(tmp_path / "empty-nothing")]) == 2
 
 
+@pytest.mark.slow
 def test_report_module_entry_point(tmp_path):
     _run(tmp_path / "sweep/0", ["lora=attention"], 80, 1.2, {"base": 0.3, "merged": 0.31})
     done = subprocess.run([sys.executable, "-m", "platypus.report", str(tmp_path / "sweep")], cwd=REPO, env=ENV,
