@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from platypus.config import CONF_DIR, DataConfig, SourceConfig
 from platypus.runtime.errors import PlatypusError
-from tests import compose_config
+from tests.helpers import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",

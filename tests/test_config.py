@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from platypus.config import CONF_DIR, register
 from platypus.runtime.errors import PlatypusError
 from platypus.pipeline import check_stages
-from tests import compose_config
+from tests.helpers import compose_config
 
 # sweep presets (+sweep=...) and hydra/launcher presets are composed in tests/test_sweep.py.
 OPTIONS = sorted(

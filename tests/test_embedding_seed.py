@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests import compose_config
+from tests.helpers import compose_config
 from platypus.stages.curate.embed import Embedder, text_hashes
 from platypus.data.benchmarks import load_benchmark_questions
 from platypus.resources import EMBEDDINGS

@@ -13,7 +13,7 @@ from platypus.runtime.errors import PlatypusError
 from platypus.stages.evaluate import backends
 from platypus.stages.evaluate.runner import EvalModel, evaluate_models
 from platypus.pipeline import run_pipeline
-from tests.test_pipeline import config
+from tests.helpers import compose_config as config
 
 TQA_ONLY = ["debug=fast", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=6", "eval.subset=first",
             "eval.dtype=float32"]

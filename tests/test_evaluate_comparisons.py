@@ -11,7 +11,7 @@ import torch
 from platypus.stages.evaluate.documents import choose, random_documents
 from platypus.stages.evaluate.runner import EvalModel, evaluate_models
 from platypus.stages.evaluate.tasks import build_suite
-from tests.test_pipeline import config
+from tests.helpers import compose_config as config
 
 TQA_AND_MMLU = ["debug=fast", "logger=none", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "eval.dtype=float32",
                 "eval.tasks.mmlu.num_fewshot=1"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import compose_config
+from tests.helpers import compose_config
 from platypus.stages.evaluate import runner
 from platypus.stages.evaluate.runner import EvalModel, evaluate_models
 from platypus.stages.evaluate.tasks import build_suite

@@ -53,7 +53,7 @@ def run_tasks(lm, suite_dir: Path, cache_dir: Path, docs: int | dict | None = No
     """{lm-eval task: {"metrics", "docs": [{doc_id, requests digest, resps, per-document metrics}]}}."""
     import lm_eval
     from platypus.stages.evaluate.tasks import build_suite
-    from tests import compose_config
+    from tests.helpers import compose_config
 
     cfg = compose_config("eval=leaderboard_v1", "benchmarks=bundled")
     manager = build_suite(cfg.eval, cfg.benchmarks, suite_dir, cache_dir).task_manager()

@@ -7,7 +7,7 @@ import json
 
 
 from platypus.pipeline import run_pipeline
-from tests import compose_config
+from tests.helpers import compose_config
 
 
 config = compose_config

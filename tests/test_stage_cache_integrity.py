@@ -22,7 +22,7 @@ from platypus.runtime.cache import StageCache
 from platypus.runtime.identity import sha256_now
 from platypus.runtime.lock import exclusive
 from platypus.stages.evaluate.runner import _reusable
-from tests import compose_config
+from tests.helpers import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",

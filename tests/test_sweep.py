@@ -18,7 +18,7 @@ from platypus.config import SourceConfig
 from platypus.pipeline import run_pipeline
 from platypus.runtime.cache import StageCache, stage_key
 from tests import wandb_offline
-from tests import compose_config
+from tests.helpers import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
