@@ -131,7 +131,10 @@ def test_joblib_launcher_runs_jobs_in_parallel_and_computes_a_shared_stage_once(
     done = multirun(tmp_path, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "lora=platypus,attention",
                     "logger=none", "stages=[curate,train]", *tiny(tiny_model_dir))
     folder = tmp_path / "sweep"
-    assert "JoblibLauncher" in done.stdout + done.stderr or "Joblib" in done.stdout + done.stderr
+    launched = [line for line in (done.stdout + done.stderr).splitlines() if "Joblib.Parallel(" in line]
+    assert len(launched) == 1 and launched[0].endswith(  # the plugin's own line: our parallel.yaml's settings reached it
+        "[HYDRA] Joblib.Parallel(n_jobs=2,backend=loky,prefer=processes,require=None,verbose=0,timeout=None,"
+        "pre_dispatch=2*n_jobs,batch_size=auto,temp_folder=None,max_nbytes=None,mmap_mode=r) is launching 2 jobs"), launched
     assert computed(folder, "curate") == 1 and len(manifests(folder, "curate")) == 2  # the other job waited
     assert computed(folder, "train") == 2
     with open(folder / "summary.csv", encoding="utf-8") as handle:
