@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 HERMETIC = Path(tempfile.mkdtemp(prefix="platypus-tests-"))
-CACHE_DIR = HERMETIC / "platypus"  # cache_dir: ${oc.env:PLATYPUS_CACHE,...} in platypus/conf/config.yaml
+CACHE_DIR = HERMETIC / "platypus"  # cache_dir: ${oc.env:PLATYPUS_CACHE,...} in conf/config.yaml
 
 # Set at import, before any test module imports huggingface_hub, wandb or matplotlib (they read these once),
 # and inherited by every process a test starts.

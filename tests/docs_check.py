@@ -121,19 +121,17 @@ def one_job(overrides: list[str]) -> list[str]:
 def compose_errors(commands: list[tuple[Where, list[str]]]) -> list[str]:
     """'file:line: run.py ...: why' for each command Hydra does not compose (one process, one Hydra context; a
     command documented in several places is composed once)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_module
 
-    from platypus.config import CONF_DIR, register
-
-    register()
+    from platypus.config import CONFIG_MODULE, compose
     reasons: dict[tuple[str, ...], str] = {}
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         for _, overrides in commands:
             key = tuple(overrides)
             if key in reasons:
                 continue
             try:
-                compose(config_name="config", overrides=one_job(overrides), return_hydra_config=True)
+                compose(*one_job(overrides), hydra_node=True)
                 reasons[key] = ""
             except Exception as error:  # noqa: BLE001 - every failure is reported, with its command
                 reasons[key] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"

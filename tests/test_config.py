@@ -7,14 +7,14 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from platypus.config import CONF_DIR, register
+from platypus.config import conf_dir, register
 from platypus.runtime.errors import PlatypusError
 from platypus.pipeline import check_stages
 from tests.helpers import compose_config
 
 # sweep presets (+sweep=...) and hydra/launcher presets are composed in tests/test_sweep.py.
 OPTIONS = sorted(
-    (group.name, path.stem) for group in CONF_DIR.iterdir()
+    (group.name, path.stem) for group in conf_dir().iterdir()
     if group.is_dir() and group.name not in ("sweep", "hydra") for path in group.glob("*.yaml")
 )
 register()
@@ -55,7 +55,7 @@ def same(composed, written) -> bool:
 def test_every_shipped_option_composes_to_its_own_settings(group, option):
     """Each setting the option's file writes is what the composed config holds (at the group, or at the top for a
     '# @package _global_' file), so the option composes and nothing later in the defaults list undoes it."""
-    path = CONF_DIR / group / f"{option}.yaml"
+    path = conf_dir() / group / f"{option}.yaml"
     written = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     written.pop("defaults", None)
     cfg = OmegaConf.to_container(compose_with(f"{group}={option}"), resolve=False, throw_on_missing=False)
