@@ -37,6 +37,7 @@ def test_train_on_inputs_puts_loss_on_the_prompt(tiny_model_dir, tmp_path):
     assert (batch["labels"][0][1:] != -100).all()
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_adapter_loads(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -52,6 +52,7 @@ def step_loss(trainer, net, batches: list[dict]) -> float:
         return sum(trainer.compute_loss(net, dict(b), num_items_in_batch=count).item() for b in batches)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("packing", [False, True])
 def test_sequence_average_is_the_mean_of_example_means(tiny_model_dir, tmp_path, packing):
     rows = UNEQUAL_ROWS * 2
@@ -76,6 +77,7 @@ def test_sequence_average_is_the_mean_of_example_means(tiny_model_dir, tmp_path,
     assert abs(token_mean - sequence_mean) > 5e-3, "the rows must tell the two averages apart (50x the tolerance)"
 
 
+@pytest.mark.slow
 def test_trainer_step_logs_the_sequence_average_under_gradient_accumulation(tiny_model_dir, tmp_path):
     """The Trainer's own step (4 micro-batches accumulated): its first logged loss is the mean of example means."""
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in UNEQUAL_ROWS))

@@ -36,6 +36,7 @@ def run(tiny_model_dir, tmp_path, out, callbacks=None):
     return train(train_cfg, lora, model, str(tiny_model_dir), data, out, 0, [], callbacks)
 
 
+@pytest.mark.slow
 def test_resume_after_crash_gives_the_uninterrupted_result(tiny_model_dir, tmp_path):
     reference = run(tiny_model_dir, tmp_path, tmp_path / "reference")
     assert reference["resumed_from"] is None and reference["steps"] == 6

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from platypus.stages.train.trainer import train
 from tests.helpers import ROWS, train_configs
 from tests.wandb_offline import history
 
 
+@pytest.mark.slow
 def test_loss_lr_grad_norm_and_tokens_per_second_logged_every_step(tiny_model_dir, tmp_path, monkeypatch):
     import wandb
 
