@@ -13,8 +13,7 @@ from transformers import AutoTokenizer
 
 from platypus.config import conf_dir
 from platypus.pipeline import run_pipeline
-from tests import compose_config
-from tests.test_merge import tiny_llama
+from tests.helpers import compose_config, tiny_llama
 
 EXPERIMENTS = sorted(path.stem for path in (conf_dir() / "experiment").glob("*.yaml"))
 PAPER = {"platypus2_13b", "platypus2_70b", "platypus2_70b_instruct", "stable_platypus2_13b", "camel_platypus2_13b",

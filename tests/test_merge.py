@@ -6,48 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from omegaconf import OmegaConf
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from platypus.config import MergeConfig, ModelConfig
 from platypus.runtime.errors import PlatypusError
-from platypus.stages.merge.fold import PROBE_PROMPTS, merge
-
-
-def tiny_llama(folder: Path, tokenizer, seed: int, hidden: int = 32) -> Path:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def random_adapter(base: Path, folder: Path, r: int = 4, alpha: int = 8, seed: int = 1,
-                   targets: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")) -> Path:
-    """A LoRA whose B factors are random (not zero), so folding it changes the model."""
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=False))
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
-    return folder
-
-
-def merge_cfg(**values):
-    return OmegaConf.merge(OmegaConf.structured(MergeConfig), {"name": "test", **values})
-
-
-MODEL = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "path": "unused"})
-
-
-@torch.no_grad()
-def logits(model, tokenizer):
-    batch = tokenizer(PROBE_PROMPTS, return_tensors="pt", padding=True)
-    return model(**batch).logits[batch["attention_mask"].bool()]
+from platypus.stages.merge.fold import merge
+from tests.helpers import MODEL, logits, merge_cfg, random_adapter, reordered, tiny_llama
 
 
 @pytest.fixture()
@@ -80,14 +44,6 @@ def test_size_mismatch_is_refused(tiny_model_dir, tmp_path, pair):
     with pytest.raises(PlatypusError, match="hidden_size: adapter base 32 vs target 64"):
         merge(merge_cfg(recipe="into_model", target=str(wide)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
     assert not (tmp_path / "model").exists()
-
-
-def reordered(folder: Path, a: str = "the", b: str = "and") -> None:
-    """Swap the ids of two tokens in a saved tokenizer: the same strings, other ids."""
-    spec = json.loads((folder / "tokenizer.json").read_text())
-    vocab = spec["model"]["vocab"]
-    vocab[a], vocab[b] = vocab[b], vocab[a]
-    (folder / "tokenizer.json").write_text(json.dumps(spec))
 
 
 def test_reordered_vocabulary_is_refused(tiny_model_dir, tmp_path, pair):
