@@ -66,6 +66,8 @@ class EmbeddingConfig:
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     batch_size: int = ranged(64, positive)
     device: str = "cpu"
+    # > 1: sentence-transformers' multi-process pool, one process per copy of `device` (cpu, or cuda:N ids)
+    processes: int = ranged(1, positive)
 
 
 @dataclass
