@@ -49,7 +49,9 @@ def run(state: State) -> None:
     state.settings["decontaminate"] = {
         "threshold": cfg.threshold,
         "policy": cfg.policy,
-        "search": {"search": "approximate", **describe(state.index_params())} if approximate else {"search": "exact"},
+        "search": ({"search": "approximate", "per_benchmark": {name: describe(state.index_params().resolved(len(qs)))
+                                                             for name, qs in questions.items() if qs}}
+                   if approximate else {"search": "exact"}),
         "benchmark_questions": {name: len(qs) for name, qs in questions.items()},
         "rows_flagged_per_policy": found.counts,
         "rows_flagged_total_per_policy": found.totals,
