@@ -9,7 +9,7 @@ text is embedded):
 - ``bf16``: the model cast to bfloat16 (fast only on CPUs with native bf16 matrix units).
 Decisions: the share of rows whose semantic-dedup decision (kept/dropped at 0.8) or contamination decision
 (against the shipped float16 embeddings of the bundled benchmark questions, at 0.8) equals fp32's: for
-float16 storage on all 13,984 rows (fp32 vectors from --cache-dir, embedded there once), for the other modes
+float16 storage on all 13,984 rows (or --agreement-rows; fp32 vectors from --cache-dir, embedded there once), for the other modes
 on the --rows rows they embedded.
 """
 
@@ -54,10 +54,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--rows", type=int, default=2000, help="rows embedded per mode for throughput")
+    parser.add_argument("--agreement-rows", type=int, default=None, help="rows for fp16 storage (default: all)")
     parser.add_argument("--modes", nargs="*", default=["fp32", "fp32x2", "bf16"])
     args = parser.parse_args()
     rows, _ = load_mixture(data_mixture("open_platypus_rebuild"), "error", 0)
-    texts = [r["instruction"] + " " + r["input"] for r in rows]
+    texts = [r["instruction"] + " " + r["input"] for r in rows[: args.agreement_rows]]
     cfg = bundled_benchmarks()
     seeded = Embedder(MODEL, Path(tempfile.mkdtemp(prefix="platypus-embed-")))  # shipped question vectors
     questions = {name: seeded.encode(q) for name, q in load_benchmark_questions(cfg, list(cfg.sets)).items()}
