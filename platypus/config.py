@@ -17,8 +17,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
-    BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
-    LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
+    BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
+    EVAL_BACKENDS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
     SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
@@ -87,6 +87,8 @@ class EmbeddingConfig:
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     batch_size: int = ranged(64, positive)
     device: str = "cpu"
+    # > 1: sentence-transformers' multi-process pool, one process per copy of `device` (cpu, or cuda:N ids)
+    processes: int = ranged(1, positive)
 
 
 @dataclass
@@ -105,6 +107,11 @@ class SemanticDedupConfig:
     # bf16 screening pass + exact fp32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
     # AMX. auto = on for >= 50,000 rows on such CPUs | off | bf16.
     screen: str = choice("auto", DEDUP_SCREENS, NOT_KNOWN)
+    # exact: the blocked greedy pass (cost ~ rows x kept) | approximate: faiss index, candidates re-scored
+    # exactly (platypus/stages/curate/search.py) | auto: exact up to curate.search.exact_up_to rows
+    search: str = choice("auto", SEARCHES, NOT_KNOWN)
+    # approximate only: also run the exact pass on the first N rows and report the recall of the dropped set
+    recall_sample: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: no sample).")
 
 
 @dataclass
@@ -115,8 +122,17 @@ class DecontaminateConfig:
     benchmarks: List[str] = field(
         default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
     )
+    search: str = choice("auto", SEARCHES, NOT_KNOWN)  # as curate.dedup.search (index over the rows)
     # e.g. 13: independent n-gram overlap detector
     ngram: Optional[int] = ranged(None, positive, "{key}={value} must be a positive integer or null.")
+
+
+@dataclass
+class SearchConfig:
+    """The approximate search's index (faiss IVF, 8-bit codes; platypus/stages/curate/search.py)."""
+    exact_up_to: int = ranged(100_000, positive)  # search=auto: exact search up to this many rows
+    nlist: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: 4 * sqrt(rows)).")  # k-means lists
+    nprobe: int = ranged(8, positive)  # lists visited per query
 
 
 @dataclass
@@ -127,6 +143,7 @@ class CurateConfig:
     # says enabled: false is skipped).
     steps: List[str] = field(default_factory=lambda: ["exact_dedup", "semantic_dedup", "decontaminate"])
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)

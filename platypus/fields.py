@@ -20,6 +20,7 @@ EVAL_BACKENDS = ("prefix", "hf", "vllm")
 SUBSETS = ("random", "first")
 DEDUP_KEEP = ("first", "longest")
 DEDUP_SCREENS = ("auto", "off", "bf16")
+SEARCHES = ("auto", "exact", "approximate")  # curate.dedup.search / curate.decontaminate.search
 DECONTAMINATION_POLICIES = ("all", "nearest_only")
 ON_BAD_ROW = ("error", "skip")
 LORA_BIAS = ("none", "all", "lora_only")
