@@ -222,6 +222,14 @@ class MergeConfig:
     # The dtype the target is loaded and folded in (CPU RAM: 4 or 2 bytes per parameter): float32 is exact up to
     # the final cast; the authors' merge.py folded in float16 (the paper presets do).
     fold_dtype: str = choice("float32", DTYPES, DTYPE)
+    # stream: the target read and folded tensor by tensor (RAM: one output shard and a tensor, any model size) |
+    # peft: loaded whole, PEFT's merge_and_unload (RAM: the whole model; the reference).
+    engine: str = choice("stream", ("stream", "peft"), "{key}={value!r}: use {options}.")
+    # stream: output shards of at most this many MiB (RAM holds one); HF's own default is 5,000 MB.
+    shard_mb: float = ranged(1024.0, lambda v: v > 0, "{key}={value} must be > 0 (MiB per output shard).")
+    # stream: the logit check (the model in memory twice, in fold_dtype) runs when that fits this many GiB; else
+    # each folded tensor is checked on a seeded sample of rows in float64.
+    check_memory_gb: float = ranged(4.0, lambda v: v >= 0, "{key}={value} must be >= 0 (GiB).")
     # weighted: one weight per adapter, in the order of ``adapters`` (finite, >= 0); empty = 1.0 each.
     weights: List[float] = field(default_factory=list)
     # weighted: PEFT add_weighted_adapter combination_type: cat (exact weighted sum) | linear | svd | ties |

@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from platypus.config import MergeConfig, ModelConfig
 from platypus.runtime.errors import PlatypusError
-from platypus.stages.merge.fold import PROBE_PROMPTS, merge
+from platypus.stages.merge.check import PROBE_PROMPTS
+from platypus.stages.merge.fold import merge
 
 
 def tiny_llama(folder: Path, tokenizer, seed: int, hidden: int = 32) -> Path:
@@ -65,7 +66,7 @@ def test_folded_model_equals_the_unfolded_one(tiny_model_dir, tmp_path, pair, re
     folded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     unfolded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(target), adapter)
     gap = (logits(folded, tokenizer) - logits(unfolded, tokenizer)).abs().max().item()
-    assert gap <= 1e-4 and card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert gap <= 1e-4 and card["check_max_abs_error"] <= 1e-4
     base_gap = (logits(folded, tokenizer) - logits(AutoModelForCausalLM.from_pretrained(target), tokenizer)).abs().max()
     assert base_gap > 1e-3, "the adapter must actually change the model"
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "tokenizer.json").is_file()
@@ -122,7 +123,7 @@ def test_target_that_extends_the_vocabulary_takes_an_mlp_only_adapter(tiny_model
     assert folded.config.vocab_size == len(tokenizer) + 2
     shared = len(tokenizer)
     gap = (logits(folded, tokenizer)[:, :shared] - logits(unfolded, tokenizer)[:, :shared]).abs().max().item()
-    assert gap <= 1e-4 and card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert gap <= 1e-4 and card["check_max_abs_error"] <= 1e-4
     moved = (logits(folded, tokenizer) - logits(AutoModelForCausalLM.from_pretrained(target), tokenizer)).abs().max()
     assert moved > 1e-3, "the adapter must actually change the model"
     text = (tmp_path / "merge_card.md").read_text()

@@ -36,7 +36,7 @@ def test_signed_task_vectors_are_added_exactly(tiny_model_dir, tmp_path, adapter
         for key, (a, b, scaling) in factors(adapter).items():
             expected[key] += scale * s * scaling * (b @ a)
     assert_weights(saved(tmp_path / "model"), expected)
-    assert card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert card["check_max_abs_error"] <= 1e-4
 
 
 @pytest.mark.parametrize("params,message", [

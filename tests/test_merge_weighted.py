@@ -91,7 +91,7 @@ def test_cat_is_the_exact_weighted_sum(tiny_model_dir, tmp_path, tokenizer, adap
             targeted.add(key)
     assert len(targeted) == (8 if pair[1] == "c" else 6)  # q_proj only in c: the union of targets is folded
     assert_weights(saved(tmp_path / "model"), expected)
-    assert card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert card["check_max_abs_error"] <= 1e-4
     assert card["weighted"]["combination"] == "cat" and card["weighted"]["weights"] == weights
 
 
@@ -100,7 +100,7 @@ def test_one_adapter_at_weight_one_equals_folding_it_alone(tiny_model_dir, tmp_p
     weighted = run_merge(tiny_model_dir, [adapters["c"]], tmp_path / "weighted", combination="cat", weights=[1.0])
     assert_weights(saved(tmp_path / "weighted" / "model"),
                    {k: v.float() for k, v in saved(tmp_path / "alone" / "model").items()}, atol=1e-6)
-    assert alone["max_abs_logit_diff_fp32"] <= 1e-4 and weighted["max_abs_logit_diff_fp32"] <= 1e-4
+    assert alone["check_max_abs_error"] <= 1e-4 and weighted["check_max_abs_error"] <= 1e-4
 
 
 def test_svd_at_full_rank_equals_cat(tiny_model_dir, tmp_path, adapters):
@@ -141,7 +141,7 @@ def test_pruned_combinations_equal_peft_own_weighted_adapter(tiny_model_dir, tmp
                                density=density, majority_sign_method="frequency")
     folded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     gap = (logits(folded, tokenizer) - logits(reference, tokenizer)).abs().max().item()
-    assert gap <= 1e-4 and card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert gap <= 1e-4 and card["check_max_abs_error"] <= 1e-4
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert (logits(folded, tokenizer) - logits(plain, tokenizer)).abs().max() > 1e-3
     assert card["weighted"]["density"] == density and card["weighted"]["seed"] == 11
