@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from platypus.config import CONF_DIR, DataConfig, SourceConfig
+from platypus.config import conf_dir, DataConfig, SourceConfig
 from platypus.runtime.errors import PlatypusError
 from tests import compose_config
 
@@ -59,7 +59,7 @@ def test_cli_unknown_key_suggests_the_closest(tmp_path):
 
 def test_cli_unknown_group_option_suggests_the_closest(tmp_path):
     text = cli(tmp_path, "model=smolm2")
-    assert "model=smolm2: no such option in config group 'model' (platypus/conf/model/)" in text
+    assert "model=smolm2: no such option in config group 'model' (conf/model/)" in text
     assert "Did you mean smollm2_135m?" in text and "smollm2_135m_hub" in text
 
 
@@ -244,7 +244,7 @@ def test_every_shipped_option_passes_the_checks(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # hub presets (llama2_13b, ...): not cached here, nothing downloaded
 
-    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "sweep")):
+    for group in sorted(p for p in conf_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "sweep")):
         for option in sorted(group.glob("*.yaml")):
             cfg = config(f"{group.name}={option.stem}", "stages=[curate,merge,evaluate]")  # no train: QLoRA presets
             check_config(cfg)
