@@ -4,6 +4,11 @@ several shards: every recipe tensor for tensor, untouched tensors byte for byte;
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
 from platypus.stages.merge.shards import TargetWeights
+from tests.test_crash_resume import ENV, REPO
 from tests.test_merge import MODEL, extended_target, merge_cfg, random_adapter
 
 # (recipe, merge.* settings) for every recipe and every PEFT combination; two adapters of rank 4 each
@@ -181,3 +187,51 @@ def test_bin_adapter_factor_shapes_are_checked(setup, tmp_path):
     adapter = pickled_adapter(setup, tmp_path / "wrong", weights)
     with pytest.raises(PlatypusError, match=r"does not fit the target model's layers.*7 vs the target's \d+"):
         merge(merge_cfg(recipe="into_base"), MODEL, str(setup["base"]), adapter, tmp_path / "out", str(tmp_path))
+
+
+def start_merge(run_dir: Path, target: Path, adapter: Path, stages: Path) -> subprocess.Popen:
+    argv = [sys.executable, "run.py", "stages=[merge]", f"hydra.run.dir={run_dir}", f"cache_dir={run_dir.parent}",
+            f"stage_cache={stages}", "logger=none", f"model.path={target}", "model.gguf_file=null", "merge=into_base",
+            f"merge.adapters=[{adapter}]", "merge.shard_mb=0.25", "merge.check_memory_gb=0"]
+    return subprocess.Popen(argv, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_merge_killed_midway_leaves_nothing_cached_and_a_rerun_completes(setup, tmp_path):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(setup["tokenizer"]), hidden_size=256, intermediate_size=1024,
+                         num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
+    target = tmp_path / "target"
+    LlamaForCausalLM(config).save_pretrained(target, max_shard_size="20MB")
+    setup["tokenizer"].save_pretrained(target)
+    adapter = random_adapter(target, tmp_path / "adapter")
+    run_dir, stages = tmp_path / "run", tmp_path / "stages"
+    proc = start_merge(run_dir, target, adapter, stages)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if list((run_dir / ".merge.partial" / "model").glob("model-00002-of-*.safetensors")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, proc.stdout.read().decode()[-3000:]
+    assert not (run_dir / "merge").exists() and not list(stages.glob("merge/*/manifest.json"))
+    proc = start_merge(run_dir, target, adapter, stages)
+    assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
+    assert len(list(stages.glob("merge/*/manifest.json"))) == 1
+    assert len(tensors(run_dir / "merge" / "model")) == len(tensors(target))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,settings,count", RECIPES, ids=[s.get("combination", r) for r, s, _ in RECIPES])
+def test_streamed_merge_equals_peft_on_smollm2(smollm2_dir, tmp_path_factory, tmp_path, recipe, settings, count):
+    root = tmp_path_factory.getbasetemp() / "smollm2_adapters"
+    adapters = [root / f"a{i}" for i in range(2)]
+    for i, folder in enumerate(adapters):
+        if not (folder / "adapter_config.json").is_file():
+            random_adapter(smollm2_dir, folder, r=4, alpha=8, seed=i + 1)
+    smollm2 = {"base": smollm2_dir, "target": smollm2_dir, "adapters": adapters}
+    both_engines(smollm2, tmp_path, recipe, settings, count, shard_mb=64.0, check_memory_gb=0.0)
+    found = assert_equal_outputs(tmp_path, smollm2_dir)
+    print(f"SmolLM2 {recipe} {settings.get('combination', '')}: {found}")
+    assert found["bit_identical"] or found["max_abs_diff"] <= 1e-6
