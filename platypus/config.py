@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
-    LOGGER_MODES, LOGGER_NAMES, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
+    LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
     SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
@@ -335,20 +335,7 @@ class PublishedConfig:
     note: Optional[str] = None
 
 
-# --------------------------------------------------------------------------- logging / root
-@dataclass
-class LoggerConfig:
-    _target_: str = "platypus.runtime.tracking.Tracker"  # the tracker class (hydra.utils.instantiate)
-    name: str = choice("none", LOGGER_NAMES, "{key}={value!r}: use one of {options} (the config group: "
-                                             "logger=wandb|none).")
-    project: str = "platypus"
-    entity: Optional[str] = None
-    mode: str = choice("offline", LOGGER_MODES, "{key}={value!r}: use one of {options} (offline: sync later with "
-                                                "`wandb sync`).")
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-
-
+# --------------------------------------------------------------------------- root
 @dataclass
 class RootConfig:
     stages: List[str] = field(default_factory=lambda: list(STAGES))
@@ -380,7 +367,8 @@ class RootConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # The tracker (conf/logger/): a platypus.runtime.tracking.Tracker named by _target_ (platypus/plugins.py).
+    logger: Any = field(default_factory=lambda: {"_target_": "platypus.runtime.tracking.Tracker"})
     published: Optional[PublishedConfig] = None  # set by the paper's experiment presets
 
 
