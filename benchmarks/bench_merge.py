@@ -57,7 +57,7 @@ def write_model(folder: Path, layers: int, tokenizer_dir: Path) -> int:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=layers,
                 num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=False,
-                pad_token_id=tokenizer.pad_token_id, dtype="float32").save_pretrained(folder)
+                pad_token_id=tokenizer.pad_token_id, dtype="float32", architectures=["LlamaForCausalLM"]).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     generator, shard, filled, weight_map, total = torch.Generator().manual_seed(0), {}, 0, {}, 0
     groups: list[list[str]] = [[]]
@@ -114,9 +114,9 @@ def run_py(root: Path, name: str, model: Path, adapter: Path, merge: list[str]) 
 
 def mergekit_argv(exe: str, root: Path, model: Path, adapter: Path) -> list[str]:
     recipe = root / "mergekit.yaml"
-    recipe.write_text(f"merge_method: passthrough\ndtype: float32\nslices:\n  - sources:\n      - model: {model}+{adapter}\n"
-                      f"        layer_range: [0, {json.loads((model / 'config.json').read_text())['num_hidden_layers']}]\n")
-    return [exe, str(recipe), str(root / "mergekit_out"), "--lazy-unpickle", "--out-shard-size", "100M"]
+    recipe.write_text(f"merge_method: passthrough\ndtype: float32\nmodels:\n  - model: {model}+{adapter}\n")
+    return [exe, str(recipe), str(root / "mergekit_out"), "--lazy-unpickle", "--out-shard-size", "25M",  # parameters
+            "--lora-merge-cache", str(root / "mergekit_lora_cache")]
 
 
 def tensors(folder: Path):
@@ -165,7 +165,7 @@ def main() -> None:
     outputs = {"stream": root / "stream" / "merge" / "model", "peft": root / "peft" / "merge" / "model",
                "mergekit": root / "mergekit_out"}
     ran = [e for e in ("peft", "mergekit") if e in results]
-    if "stream" in results and ran:
+    if (outputs["stream"] / "config.json").is_file():  # this run's, or an earlier one's in the same --root
         for other in ran:
             results[other]["max_abs_diff_vs_stream"] = largest_difference(outputs["stream"], outputs[other])
     idle = results.get("idle", {}).get("peak_rss_mib", 0.0)

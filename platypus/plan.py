@@ -106,12 +106,18 @@ def planned_documents(benchmark: str, limit: float | None) -> int:
     return sample_size(DOCUMENTS[benchmark], limit)
 
 
+def merges(cfg: DictConfig) -> bool:
+    from platypus.stages.merge import recipes
+
+    return "merge" in cfg.stages and recipes.build(cfg.merge).folds
+
+
 def evaluated_roles(cfg: DictConfig) -> list[str]:
     from platypus.stages.merge import recipes
 
-    merges = "merge" in cfg.stages and cfg.merge.recipe != "none"
-    exists = {"base": True, "target": merges and (bool(cfg.merge.target) or recipes.get(cfg.merge.recipe).target_required),
-              "adapter": "train" in cfg.stages, "merged": merges}
+    folds = merges(cfg)
+    exists = {"base": True, "target": folds and (bool(cfg.merge.target) or recipes.build(cfg.merge).target_required),
+              "adapter": "train" in cfg.stages, "merged": folds}
     return [role for role in cfg.evaluate.include if exists.get(role)]
 
 
@@ -165,7 +171,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         found["flops"]["train"] = factor * n * tokens
         found["train"] = {"rows": rows, "mean_tokens": mean_tokens, "tokens": tokens, "source": source,
                           "trainable": trainable, "mfu": MFU["train" if cfg.model.quantization == "none" else "train_quantized"]}
-    if "merge" in cfg.stages and cfg.merge.recipe != "none":
+    if merges(cfg):
         found["memory_gib"][f"merge (CPU RAM, engine {cfg.merge.engine})"] = merge_memory_gib(cfg.merge, arch, n)
     if "evaluate" in cfg.stages:
         roles = evaluated_roles(cfg)

@@ -38,8 +38,16 @@ def random_adapter(base: Path, folder: Path, r: int = 4, alpha: int = 8, seed: i
     return folder
 
 
-def merge_cfg(**values):
-    return OmegaConf.merge(OmegaConf.structured(MergeConfig), {"name": "test", **values})
+RECIPES = {"into_base": "into_base.IntoBase", "into_model": "into_model.IntoModel", "none": "none.KeepAdapter",
+           "task_arithmetic": "task_arithmetic.TaskArithmetic", "weighted": "weighted.Weighted"}
+RECIPE_FIELDS = ("weights", "combination", "density", "majority_sign_method", "svd_rank", "svd_clamp", "scales", "scale")
+
+
+def merge_cfg(recipe: str = "into_base", **values):
+    """A merge config for the recipe module ``recipe``; its parameters among ``values`` go into ``merge.recipe``."""
+    node = {"_target_": f"platypus.stages.merge.recipes.{RECIPES[recipe]}",
+            **{k: values.pop(k) for k in RECIPE_FIELDS if k in values}}
+    return OmegaConf.merge(OmegaConf.structured(MergeConfig), {"name": "test", "recipe": node, **values})
 
 
 MODEL = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "path": "unused"})

@@ -27,7 +27,7 @@ WEIGHTED = {"cat": {}, "linear": {}, "svd": {}, "ties": {"density": 0.5}, "ties_
             "dare_linear": {"density": 0.5}, "dare_ties": {"density": 0.5}, "dare_linear_svd": {"density": 0.5},
             "dare_ties_svd": {"density": 0.5}, "magnitude_prune": {"density": 0.5},
             "magnitude_prune_svd": {"density": 0.5}}
-RECIPES = [("into_base", {}, 1), ("into_model", {}, 1), ("task_arithmetic", {"params": {"scales": [1.0, -0.5]}}, 2)] + [
+RECIPES = [("into_base", {}, 1), ("into_model", {}, 1), ("task_arithmetic", {"scales": [1.0, -0.5]}, 2)] + [
     ("weighted", {"combination": c, "weights": [0.7, 0.3], **extra}, 2) for c, extra in WEIGHTED.items()]
 
 

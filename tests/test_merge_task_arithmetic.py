@@ -24,7 +24,8 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 def task_arithmetic(**params):
     preset = OmegaConf.load(conf_dir() / "merge" / "task_arithmetic.yaml")
-    return merge_cfg(recipe=preset.recipe, params={**OmegaConf.to_container(preset.params), **params})
+    node = {**OmegaConf.to_container(preset.recipe), **params}
+    return OmegaConf.merge(merge_cfg(), {"recipe": node})
 
 
 def test_signed_task_vectors_are_added_exactly(tiny_model_dir, tmp_path, adapters):
@@ -40,7 +41,7 @@ def test_signed_task_vectors_are_added_exactly(tiny_model_dir, tmp_path, adapter
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"scales": [1.0]}, "merge.params.scales has 1 value(s) for 2 adapter(s)"),
+    ({"scales": [1.0]}, "merge.recipe.scales has 1 value(s) for 2 adapter(s)"),
     ({"scales": [1.0, 1.0], "scale": 0.0}, "every scale is 0"),
 ])
 def test_bad_settings_are_refused(tiny_model_dir, tmp_path, adapters, params, message):

@@ -184,7 +184,7 @@ def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters)
 
     cfg = compose_config(
         "stages=[merge]", "merge=weighted_cat", f"merge.adapters=[{adapters['a']},{adapters['c']}]",
-        "merge.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
+        "merge.recipe.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
         f"cache_dir={tmp_path / 'cache'}")
     run_pipeline(cfg, tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "merge" / "manifest.json").read_text())
@@ -201,14 +201,14 @@ def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters)
 
 # --------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("values,message", [
-    ({"weights": [1.0]}, r"merge.weights has 1 weight\(s\) for 2 adapter\(s\)"),
-    ({"weights": [1.0, -0.5]}, r"merge.weights\[1\]=-0.5: weights must be finite and >= 0"),
-    ({"weights": [float("nan"), 1.0]}, r"merge.weights\[0\]=nan: weights must be finite"),
+    ({"weights": [1.0]}, r"merge.recipe.weights has 1 weight\(s\) for 2 adapter\(s\)"),
+    ({"weights": [1.0, -0.5]}, r"merge.recipe \(Weighted\): weights\[1\]=-0.5: weights must be finite and >= 0"),
+    ({"weights": [float("nan"), 1.0]}, r"weights\[0\]=nan: weights must be finite"),
     ({"weights": [0.0, 0.0]}, "are all 0"),
-    ({"combination": "average"}, "merge.combination='average' is not one of PEFT's add_weighted_adapter"),
-    ({"combination": "ties"}, r"combination=ties needs merge.density in \(0, 1\]"),
-    ({"combination": "dare_ties", "density": 1.5}, r"dare_ties needs merge.density in \(0, 1\] .*got 1.5"),
-    ({"combination": "cat", "density": 0.5}, "merge.density=0.5 does not apply to merge.combination=cat"),
+    ({"combination": "average"}, "combination='average' is not one of PEFT's add_weighted_adapter"),
+    ({"combination": "ties"}, r"combination=ties needs density in \(0, 1\]"),
+    ({"combination": "dare_ties", "density": 1.5}, r"dare_ties needs density in \(0, 1\] .*got 1.5"),
+    ({"combination": "cat", "density": 0.5}, "density=0.5 does not apply to combination=cat"),
     ({"combination": "ties", "density": 0.5, "majority_sign_method": "mean"}, "majority_sign_method='mean'"),
     ({"combination": "cat", "svd_rank": 4}, "svd_rank=4: a positive rank, used by the \\*svd combinations only"),
 ], ids=["count", "negative", "nan", "all-zero", "unknown-combination", "density-missing", "density-range",
@@ -228,9 +228,9 @@ def test_unequal_ranks_are_refused(tiny_model_dir, tmp_path, adapters, combinati
 
 
 def test_single_adapter_recipes_refuse_several(tiny_model_dir, tmp_path, adapters):
-    with pytest.raises(PlatypusError, match="merge.recipe=into_base folds exactly one adapter \\(got 2"):
+    with pytest.raises(PlatypusError, match="merge recipe into_base folds exactly one adapter \\(got 2"):
         merge(merge_cfg(recipe="into_base"), MODEL, str(tiny_model_dir), [adapters["a"], adapters["b"]], tmp_path, "")
-    with pytest.raises(PlatypusError, match="merge.weights / merge.density apply to merge.recipe=weighted only"):
+    with pytest.raises(PlatypusError, match="merge.recipe.weights: IntoBase has no such parameter"):
         merge(merge_cfg(recipe="into_base", weights=[1.0]), MODEL, str(tiny_model_dir), adapters["a"], tmp_path, "")
     with pytest.raises(PlatypusError, match="needs an adapter"):
         merge(merge_cfg(recipe="weighted"), MODEL, str(tiny_model_dir), [], tmp_path, "")

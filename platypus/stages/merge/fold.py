@@ -45,10 +45,10 @@ def model_preset(name: str):
 
 def resolve_target(cfg: DictConfig, base_path: str, cache_dir: str) -> str:
     """The model the adapter(s) are folded into: the base, or ``merge.target`` (hub id, folder, model preset)."""
-    recipe, target = recipes.get(cfg.recipe), cfg.target
+    recipe, target = recipes.build(cfg), cfg.target
     if recipe.target_required and not target:
         raise PlatypusError(
-            f"merge.recipe={cfg.recipe} needs merge.target=<hub id, model folder or conf/model preset name>."
+            f"merge recipe {recipe.name} needs merge.target=<hub id, model folder or conf/model preset name>."
         )
     if not target:
         return base_path
@@ -59,8 +59,8 @@ def resolve_target(cfg: DictConfig, base_path: str, cache_dir: str) -> str:
         resolved = models.resolve(target, None, cache_dir, key="merge.target")
     if recipe.into_base_only and Path(resolved).resolve() != Path(base_path).resolve() and resolved != base_path:
         raise PlatypusError(
-            f"merge.recipe={cfg.recipe} folds into the base model ({base_path}); merge.target={target!r} is for "
-            f"merge.recipe=into_model or weighted."
+            f"merge recipe {recipe.name} folds into the base model ({base_path}); merge.target={target!r} is for "
+            f"merge=into_model or a weighted preset."
         )
     return resolved
 
@@ -71,8 +71,8 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     ``merge_card.md`` into ``out_dir`` and returns the card."""
     started = time.perf_counter()
     adapters = [Path(adapters)] if isinstance(adapters, (str, Path)) else [Path(a) for a in adapters]
-    recipe = recipes.get(cfg.recipe)
-    weights = recipe.check(cfg, adapters)
+    recipe = recipes.build(cfg)
+    weights = recipe.check(adapters)
     target_path = resolve_target(cfg, base_path, cache_dir)
     trust = model_cfg.trust_remote_code
     warnings: list[str] = []
@@ -94,7 +94,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     facts = engine(target_path, adapters, recipe, weights, cfg, seed, trust, folder)
     warnings += facts.pop("recipe_warnings")
     card = {
-        "recipe": cfg.recipe,
+        "recipe": recipe.name,
         "engine": cfg.engine,
         "target": identity(target_path),
         "adapters": [_adapter_facts(a, c, w) for a, c, w in zip(adapters, configs, weights)],
@@ -108,9 +108,9 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
         "compared": compared,
         "warnings": warnings,
     }
-    described = recipe.describe(cfg, weights, seed)
+    described = recipe.describe(weights, seed)
     if described:
-        card[cfg.recipe] = described
+        card[recipe.name] = described
     write_card(card, out_dir, folder)
     return card
 

@@ -20,7 +20,7 @@ def with_adapters(model: torch.nn.Module, adapters: list[Path], recipe, weights:
     peft_model = PeftModel.from_pretrained(model, adapters[0], adapter_name=names[0])
     for name, adapter in zip(names[1:], adapters[1:]):
         peft_model.load_adapter(adapter, adapter_name=name)
-    active, warnings = recipe.combine(peft_model, names, weights, cfg, seed)
+    active, warnings = recipe.combine(peft_model, names, weights, seed)
     return peft_model.eval(), active, warnings
 
 
