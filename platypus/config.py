@@ -18,6 +18,7 @@ from omegaconf import MISSING
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
+    FEWSHOT_STREAMS,
     LOGGER_MODES, LOGGER_NAMES, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
     SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
 )
@@ -275,6 +276,10 @@ class EvalConfig:
     parallelize: bool = False
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
+    # Which few-shot exemplars ARC and HellaSwag see: lm_eval (today's sampler) | v1 (the leaderboard harness
+    # b281b09's stream, replayed exactly: platypus/stages/evaluate/fewshot_v1.py)
+    fewshot_stream: str = choice("lm_eval", FEWSHOT_STREAMS, "{key}={value!r}: use lm_eval (today's sampler) or v1 "
+                                 "(the v1 leaderboard's exemplars, replayed).")
 
 
 @dataclass
