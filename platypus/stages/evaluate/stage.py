@@ -122,7 +122,8 @@ class EvaluateStage(Stage):
             columns = list(dict.fromkeys([*run.cfg.eval.tasks, *run.cfg.published.scores, AVERAGE]))
             text = published_table(to_plain(run.cfg.published), summary, columns)
             (run.root / "published_vs_ours.md").write_text(text)
-            run.tracker.log({f"published/{task}": value for task, value in run.cfg.published.scores.items()})
+            run.tracker.log({f"published/{task}": value for task, value in run.cfg.published.scores.items()
+                             if value is not None})
             log.info(f"\n{text}")
         averages = [v.get(AVERAGE) for v in summary.values() if isinstance(v, dict)]
         run.objective = averages[-1] if averages else None
