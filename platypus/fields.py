@@ -30,8 +30,6 @@ LOSS_AVERAGES = ("token", "sequence")  # train.loss_average: platypus/stages/tra
 CACHE_VERIFY = ("fast", "full")  # how a finished result is checked before reuse
 # summary.json keys of paired deltas: vs the run's first model; the merged model's vs the merge target
 DELTA_KEYS = ("delta", "delta_target")
-LOGGER_NAMES = ("none", "wandb")
-LOGGER_MODES = ("offline", "online", "disabled")
 
 POSITIVE = "{key}={value} must be a positive integer; set {key}=<n >= 1>."
 NOT_KNOWN = "{key}={value!r} is not known; use one of {options} ({key}=...)."

@@ -36,6 +36,7 @@ def check_config(cfg: DictConfig) -> None:
     and each selected stage's own check (its settings and the inputs its config names, nothing loaded)."""
     check_stages(list(cfg.stages))
     validate(cfg)
+    tracking.build_tracker(cfg.logger)
     for name in cfg.stages:
         stages.get(name).check(cfg)
 

@@ -4,7 +4,7 @@ benchmark metric per model, the leaderboard average, wall time and which stages 
     python -m platypus.report multirun/2026-11-22/08-00-00            # -> summary.csv/.md/.png there
     python -m platypus.report outputs/2026-11-2*/* --out comparison/   # any run folders, anywhere
 
-``SweepSummaryCallback`` (registered under ``hydra.callbacks`` in ``platypus/conf/config.yaml``) writes the
+``SweepSummaryCallback`` (registered under ``hydra.callbacks`` in ``conf/config.yaml``) writes the
 same files into the sweep folder at the end of every ``--multirun``.
 """
 

@@ -1,4 +1,4 @@
-"""Every shipped experiment preset (platypus/conf/experiment/*.yaml) runs end to end in fast-dev mode: ``debug=fast`` with
+"""Every shipped experiment preset (conf/experiment/*.yaml) runs end to end in fast-dev mode: ``debug=fast`` with
 its hub parts swapped for offline ones (the tiny model as base, another tiny model of its shape as merge target,
 the bundled data and benchmarks, float32 on this CPU; MMLU's 57 subjects left out to keep eight runs cheap). What
 is left is the preset's own wiring: its stages, groups, recipe, loss, eval settings and published numbers, which
@@ -11,12 +11,12 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from platypus.config import CONF_DIR
+from platypus.config import conf_dir
 from platypus.pipeline import run_pipeline
 from tests import compose_config
 from tests.test_merge import tiny_llama
 
-EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (conf_dir() / "experiment").glob("*.yaml"))
 PAPER = {"platypus2_13b", "platypus2_70b", "platypus2_70b_instruct", "stable_platypus2_13b", "camel_platypus2_13b",
          "camel_platypus2_70b", "openorca_platypus2_13b", "dolphin_platypus2_70b"}
 

@@ -28,7 +28,7 @@ SMALL_EVAL = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks
 
 
 def tiny(model: Path) -> list[str]:
-    """The tiny model with debug=fast's sizes (platypus/conf/debug/fast.yaml: 20 rows, one optimizer step, 2 documents)."""
+    """The tiny model with debug=fast's sizes (conf/debug/fast.yaml: 20 rows, one optimizer step, 2 documents)."""
     return [f"model.path={model}", "model.gguf_file=null", "model.name=tiny", "debug=fast"]
 
 
