@@ -53,9 +53,9 @@ class SourceConfig:
     # Hub dataset id, local file (.json/.jsonl/.parquet/.csv, optionally .gz) or
     # ``bundled:<file>`` for a file shipped in ``platypus/resources/datasets``.
     path: str = MISSING
-    split: str = "train"
-    # Hub datasets: the branch, tag or commit read (null: the newest). The paper presets pin the one the authors used.
-    revision: Optional[str] = None
+    # Where the records come from: a plug-in (platypus/data/kinds.py) named by ``_target_`` with its parameters, e.g.
+    # {_target_: platypus.data.kinds.HubDataset, split: train, revision: <commit>}; null: chosen by ``path``.
+    kind: Optional[Dict[str, Any]] = None
     # Target field -> column in the source. ``data_source`` may be mapped to a column too.
     fields: Dict[str, str] = field(
         default_factory=lambda: {"instruction": "instruction", "input": "input", "output": "output"}

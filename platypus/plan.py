@@ -94,9 +94,9 @@ def on_hub(path: Any) -> bool:
 
 def hub_sources(cfg: DictConfig) -> list[str]:
     """The data sources read from the hub (the data loader's own rule, platypus/data/sources.py)."""
-    from platypus.data.sources import source_kind
+    from platypus.data.kinds import HubDataset, kind_of
 
-    return [name for name, src in cfg.data.sources.items() if source_kind(src).name == "hub"]
+    return [name for name, src in cfg.data.sources.items() if isinstance(kind_of(src, f"data.sources.{name}"), HubDataset)]
 
 
 def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:

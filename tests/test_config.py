@@ -56,7 +56,7 @@ def test_paper_presets_pin_their_inputs_and_name_their_card_revision(experiment)
     """Data, base and merge target each carry a revision (a commit, or a branch named with the reason beside it), and
     the published numbers name the revision of the page they were read from."""
     cfg = compose_with(f"experiment={experiment}")
-    assert all(src.revision for src in cfg.data.sources.values()) and cfg.model.revision
+    assert all(src.kind.revision for src in cfg.data.sources.values()) and cfg.model.revision
     if cfg.merge.target:
         assert "@" in cfg.merge.target
     assert cfg.published.card_revision

@@ -82,7 +82,8 @@ def test_data_source_revision_reaches_the_hub_and_its_identity(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     data = OmegaConf.create({"name": "pinned", "sources": {"open_platypus": {
-        "path": "garage-bAInd/Open-Platypus", "split": "train", "revision": "7ba4746",
+        "path": "garage-bAInd/Open-Platypus",
+        "kind": {"_target_": "platypus.data.kinds.HubDataset", "split": "train", "revision": "7ba4746"},
         "fields": {"instruction": "instruction", "input": "input", "output": "output"},
         "keywords": [], "fraction": None, "max_rows": None, "data_source": None}}, "sample": None})
     rows, _ = sources.load_mixture(data, "error", 0)
