@@ -48,7 +48,7 @@ def test_paper_presets():
     assert compose_with("experiment=stable_platypus2_13b").merge.target == "stabilityai/StableBeluga-13B@main"
 
 
-PAPER_PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+PAPER_PRESETS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", PAPER_PRESETS)
