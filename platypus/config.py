@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
     FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
-    SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
+    SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
 CONFIG_MODULE = "platypus.conf"  # the config groups: conf/ in a checkout, shipped in the wheel under this name
@@ -342,7 +342,8 @@ class PublishedConfig:
 # --------------------------------------------------------------------------- root
 @dataclass
 class RootConfig:
-    stages: List[str] = field(default_factory=lambda: list(STAGES))
+    stages: List[str] = MISSING  # which stages run (conf/config.yaml), keys of stage_classes
+    stage_classes: Dict[str, Any] = field(default_factory=dict)  # stage name -> its Stage class (_target_)
     # Print the run's plan (stages, downloads and their sizes, memory per stage, GPU time on an A100 and an H100)
     # and stop: nothing is downloaded, loaded or run (platypus/plan.py).
     plan: bool = False
