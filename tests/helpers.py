@@ -69,13 +69,20 @@ def reordered(folder: Path, a: str = "the", b: str = "and") -> None:
     (folder / "tokenizer.json").write_text(json.dumps(spec))
 
 
-def merge_cfg(**values):
-    """A merge section of the schema with ``values`` set."""
+RECIPES = {"into_base": "into_base.IntoBase", "into_model": "into_model.IntoModel", "none": "none.KeepAdapter",
+           "task_arithmetic": "task_arithmetic.TaskArithmetic", "weighted": "weighted.Weighted"}
+RECIPE_FIELDS = ("weights", "combination", "density", "majority_sign_method", "svd_rank", "svd_clamp", "scales", "scale")
+
+
+def merge_cfg(recipe: str = "into_base", **values):
+    """A merge section for the recipe module ``recipe``; its parameters among ``values`` go into ``merge.recipe``."""
     from omegaconf import OmegaConf
 
     from platypus.config import MergeConfig
 
-    return OmegaConf.merge(OmegaConf.structured(MergeConfig), {"name": "test", **values})
+    node = {"_target_": f"platypus.stages.merge.recipes.{RECIPES[recipe]}",
+            **{k: values.pop(k) for k in RECIPE_FIELDS if k in values}}
+    return OmegaConf.merge(OmegaConf.structured(MergeConfig), {"name": "test", "recipe": node, **values})
 
 
 def model_cfg(path: str = "unused"):
@@ -94,7 +101,7 @@ def logits(model, tokenizer):
     """The model's logits on the merge stage's probe prompts, at the real (unpadded) positions."""
     import torch
 
-    from platypus.stages.merge.fold import PROBE_PROMPTS
+    from platypus.stages.merge.check import PROBE_PROMPTS
 
     batch = tokenizer(PROBE_PROMPTS, return_tensors="pt", padding=True)
     with torch.no_grad():

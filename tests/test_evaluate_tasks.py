@@ -16,7 +16,8 @@ from platypus.resources import BENCHMARKS
 
 
 def compose_cfg(*overrides: str):
-    return compose_config("eval=leaderboard_v1", "benchmarks=bundled", *overrides)
+    """lm-eval's own few-shot stream: these tests are about the official definitions (v1's: test_evaluate_fewshot_v1)."""
+    return compose_config("eval=leaderboard_v1", "benchmarks=bundled", "eval.fewshot_stream=lm_eval", *overrides)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_cat_is_the_exact_weighted_sum(tiny_model_dir, tmp_path, tokenizer, adap
             targeted.add(key)
     assert len(targeted) == (8 if pair[1] == "c" else 6)  # q_proj only in c: the union of targets is folded
     assert_weights(saved(tmp_path / "model"), expected)
-    assert card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert card["check_max_abs_error"] <= 1e-4
     assert card["weighted"]["combination"] == "cat" and card["weighted"]["weights"] == weights
 
 
@@ -77,7 +77,7 @@ def test_one_adapter_at_weight_one_equals_folding_it_alone(tiny_model_dir, tmp_p
     weighted = run_merge(tiny_model_dir, [adapters["c"]], tmp_path / "weighted", combination="cat", weights=[1.0])
     assert_weights(saved(tmp_path / "weighted" / "model"),
                    {k: v.float() for k, v in saved(tmp_path / "alone" / "model").items()}, atol=1e-6)
-    assert alone["max_abs_logit_diff_fp32"] <= 1e-4 and weighted["max_abs_logit_diff_fp32"] <= 1e-4
+    assert alone["check_max_abs_error"] <= 1e-4 and weighted["check_max_abs_error"] <= 1e-4
 
 
 def test_svd_at_full_rank_equals_cat(tiny_model_dir, tmp_path, adapters):
@@ -118,7 +118,7 @@ def test_pruned_combinations_equal_peft_own_weighted_adapter(tiny_model_dir, tmp
                                density=density, majority_sign_method="frequency")
     folded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     gap = (logits(folded, tokenizer) - logits(reference, tokenizer)).abs().max().item()
-    assert gap <= 1e-4 and card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert gap <= 1e-4 and card["check_max_abs_error"] <= 1e-4
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert (logits(folded, tokenizer) - logits(plain, tokenizer)).abs().max() > 1e-3
     assert card["weighted"]["density"] == density and card["weighted"]["seed"] == 11
@@ -161,7 +161,7 @@ def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters)
 
     cfg = compose_config(
         "stages=[merge]", "merge=weighted_cat", f"merge.adapters=[{adapters['a']},{adapters['c']}]",
-        "merge.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
+        "merge.recipe.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
         f"cache_dir={tmp_path / 'cache'}")
     run_pipeline(cfg, tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "merge" / "manifest.json").read_text())
@@ -178,14 +178,14 @@ def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters)
 
 # --------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("values,message", [
-    ({"weights": [1.0]}, r"merge.weights has 1 weight\(s\) for 2 adapter\(s\)"),
-    ({"weights": [1.0, -0.5]}, r"merge.weights\[1\]=-0.5: weights must be finite and >= 0"),
-    ({"weights": [float("nan"), 1.0]}, r"merge.weights\[0\]=nan: weights must be finite"),
+    ({"weights": [1.0]}, r"merge.recipe.weights has 1 weight\(s\) for 2 adapter\(s\)"),
+    ({"weights": [1.0, -0.5]}, r"merge.recipe \(Weighted\): weights\[1\]=-0.5: weights must be finite and >= 0"),
+    ({"weights": [float("nan"), 1.0]}, r"weights\[0\]=nan: weights must be finite"),
     ({"weights": [0.0, 0.0]}, "are all 0"),
-    ({"combination": "average"}, "merge.combination='average' is not one of PEFT's add_weighted_adapter"),
-    ({"combination": "ties"}, r"combination=ties needs merge.density in \(0, 1\]"),
-    ({"combination": "dare_ties", "density": 1.5}, r"dare_ties needs merge.density in \(0, 1\] .*got 1.5"),
-    ({"combination": "cat", "density": 0.5}, "merge.density=0.5 does not apply to merge.combination=cat"),
+    ({"combination": "average"}, "combination='average' is not one of PEFT's add_weighted_adapter"),
+    ({"combination": "ties"}, r"combination=ties needs density in \(0, 1\]"),
+    ({"combination": "dare_ties", "density": 1.5}, r"dare_ties needs density in \(0, 1\] .*got 1.5"),
+    ({"combination": "cat", "density": 0.5}, "density=0.5 does not apply to combination=cat"),
     ({"combination": "ties", "density": 0.5, "majority_sign_method": "mean"}, "majority_sign_method='mean'"),
     ({"combination": "cat", "svd_rank": 4}, "svd_rank=4: a positive rank, used by the \\*svd combinations only"),
 ], ids=["count", "negative", "nan", "all-zero", "unknown-combination", "density-missing", "density-range",
@@ -205,9 +205,9 @@ def test_unequal_ranks_are_refused(tiny_model_dir, tmp_path, adapters, combinati
 
 
 def test_single_adapter_recipes_refuse_several(tiny_model_dir, tmp_path, adapters):
-    with pytest.raises(PlatypusError, match="merge.recipe=into_base folds exactly one adapter \\(got 2"):
+    with pytest.raises(PlatypusError, match="merge recipe into_base folds exactly one adapter \\(got 2"):
         merge(merge_cfg(recipe="into_base"), MODEL, str(tiny_model_dir), [adapters["a"], adapters["b"]], tmp_path, "")
-    with pytest.raises(PlatypusError, match="merge.weights / merge.density apply to merge.recipe=weighted only"):
+    with pytest.raises(PlatypusError, match="merge.recipe.weights: IntoBase has no such parameter"):
         merge(merge_cfg(recipe="into_base", weights=[1.0]), MODEL, str(tiny_model_dir), adapters["a"], tmp_path, "")
     with pytest.raises(PlatypusError, match="needs an adapter"):
         merge(merge_cfg(recipe="weighted"), MODEL, str(tiny_model_dir), [], tmp_path, "")

@@ -40,7 +40,8 @@ def test_same_config_and_seed_curate_byte_identical_sets(tmp_path):
 
 @pytest.mark.slow
 def test_same_model_gives_the_same_evaluation_numbers(tiny_model_dir, tmp_path):
-    from platypus.stages.evaluate import EvalModel, evaluate_models
+    from platypus.stages.evaluate.backends import EvalModel
+    from platypus.stages.evaluate.runner import evaluate_models
 
     cfg = config("eval=quick", "debug=fast", "~eval.tasks.mmlu", "eval.limit=3", "eval.dtype=float32",
                  "eval.tasks.arc_challenge.num_fewshot=2", "eval.tasks.hellaswag.num_fewshot=2")

@@ -157,6 +157,19 @@ def test_gc_without_a_budget_says_what_it_needs(tmp_path, capsys):
     assert exit_.value.code == 2 and "--max-gb" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--max-gb", "--older-than"])
+def test_gc_refuses_a_negative_size_or_age_before_touching_anything(flag, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    unused = curate(tmp_path / "a", cache)
+    shutil.rmtree(tmp_path / "a")  # no run folder uses the entry: any valid budget or age could remove it
+    with pytest.raises(SystemExit) as exit_:
+        cache_cli.main(["gc", flag, "-1", f"stage_cache={cache}"])
+    err = capsys.readouterr().err
+    print(err)
+    assert exit_.value.code == 2 and f"gc {flag} -1: must be a number >= 0" in err and "Traceback" not in err
+    assert (cache / "curate" / unused["key"]).is_dir()
+
+
 def test_the_size_budget_trims_unused_entries_after_a_run(tmp_path):
     cache = tmp_path / "cache"
     old = curate(tmp_path / "a", cache, "curate.dedup.threshold=0.7")
