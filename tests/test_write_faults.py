@@ -26,7 +26,7 @@ import pytest
 
 from platypus.runtime import integrity
 from platypus.runtime.cache import MANIFEST, StageCache
-from tests.test_crash_resume import ENV, REPO, assert_same_numbers
+from tests.helpers import ENV, REPO, assert_same_numbers
 
 INJECTION = REPO / "tests" / "fault_injection"
 # Only a log line or the stage cache (a copy of what the run folder holds) may fail without stopping the run, and
