@@ -92,7 +92,7 @@ def assert_one_paragraph(outcome: Outcome) -> None:
     assert "Traceback" not in text and "Logging error" not in text, text[-3000:]
     if outcome.code == 0:
         fell_back = outcome.failed.split()[2] in FALLS_BACK
-        assert fell_back or any(said in text for said in BEST_EFFORT), f"{outcome.failed}: the run went on without a word"
+        assert fell_back or any(said in text for said in BEST_EFFORT), f"{outcome.failed}: the run went on silently"
         return
     assert outcome.code == 2, f"{outcome.failed}: exit code {outcome.code}\n{outcome.err[-3000:]}"
     said = [line for line in outcome.err.splitlines() if line.startswith("error:")]
@@ -173,7 +173,8 @@ def test_a_pickled_adapter_that_would_run_code_is_one_paragraph(tiny_model_dir, 
     from transformers import AutoModelForCausalLM
 
     adapter, marker = tmp_path / "adapter", tmp_path / "the-payload-ran"
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"]))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=2, target_modules=["q_proj"]))
     model.save_pretrained(adapter, safe_serialization=False)
     (adapter / "adapter_model.bin").write_bytes(pickle.dumps({"base_model.model.x": _RunsCode(marker)}))
     done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={tmp_path / 'run'}", "stages=[merge]",
