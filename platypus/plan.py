@@ -109,7 +109,7 @@ def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
     if hub:
         raise PlatypusError(f"plan=true: data.sources.{hub[0]} is a hub dataset and data.rows / data.mean_tokens are "
                             f"not set, so its size is unknown offline: set both (e.g. data.rows=24926 "
-                            f"data.mean_tokens=342, see conf/data/open_platypus.yaml).")
+                            f"data.mean_tokens=414, see conf/data/open_platypus.yaml).")
 
     rows, _ = load_mixture(cfg.data, "skip", cfg.seed)
     chars = sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) + 150 for r in rows)  # + the template
