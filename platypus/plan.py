@@ -199,12 +199,16 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         found["flops"]["evaluate"] = 2 * n * tokens * len(roles)
         found["evaluate"] = {"models": roles, "tokens_per_model": tokens, "mfu": MFU["evaluate"],
                              "mfu_basis": MFU_BASIS["evaluate"]}
-    for stage, flops in found["flops"].items():
-        gpus = gpus_needed(stage, found["memory_gib"][stage])  # device_map=auto: one GPU works at a time
-        hours = flops / (A100["tflops"] * 1e12 * found[stage]["mfu"]) / 3600
-        found["hours"][stage] = {"gpus": gpus, A100["name"]: hours * gpus,
-                                 H100: [hours * gpus / H100_SPEEDUP[1], hours * gpus / H100_SPEEDUP[0]]}
+    found["hours"] = {stage: gpu_hours(flops, found[stage]["mfu"], gpus_needed(stage, found["memory_gib"][stage]))
+                      for stage, flops in found["flops"].items()}
     return found
+
+
+def gpu_hours(flops: float, mfu: float, gpus: int) -> dict[str, Any]:
+    """A stage's GPU-hours on A100s, and the range on H100s; spread over ``gpus`` (device_map=auto: one works at a
+    time), its hours are paid on each."""
+    hours = flops / (A100["tflops"] * 1e12 * mfu) / 3600 * gpus
+    return {"gpus": gpus, A100["name"]: hours, H100: [hours / H100_SPEEDUP[1], hours / H100_SPEEDUP[0]]}
 
 
 def fits_80gb(stage: str, gib: float) -> str:
