@@ -71,7 +71,7 @@ def test_an_unknown_revision_is_one_clear_error(monkeypatch):
         models.resolve("org/model@nope", None, ".", key="merge.target")
 
 
-def test_data_source_revision_reaches_the_hub_and_its_identity(monkeypatch):
+def test_data_source_revision_reaches_the_hub_its_identity_and_the_load_report(monkeypatch):
     import datasets
 
     asked = {}
@@ -81,11 +81,14 @@ def test_data_source_revision_reaches_the_hub_and_its_identity(monkeypatch):
         return [{"instruction": "q", "input": "", "output": "a"}]
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(huggingface_hub, "dataset_info",
+                        lambda dataset_id, revision: type("Info", (), {"sha": f"{revision}{'0' * 33}"}))
     data = OmegaConf.create({"name": "pinned", "sources": {"open_platypus": {
         "path": "garage-bAInd/Open-Platypus",
         "kind": {"_target_": "platypus.data.kinds.HubDataset", "split": "train", "revision": "7ba4746"},
         "fields": {"instruction": "instruction", "input": "input", "output": "output"},
         "keywords": [], "fraction": None, "max_rows": None, "data_source": None}}, "sample": None})
-    rows, _ = sources.load_mixture(data, "error", 0)
+    rows, report = sources.load_mixture(data, "error", 0)
     assert asked["revision"] == "7ba4746" and len(rows) == 1
+    assert report["sources"]["open_platypus"]["resolved_revision"] == "7ba4746" + "0" * 33, "the commit it named"
     assert sources.mixture_identity(data)["open_platypus"]["revision"] == "7ba4746"
