@@ -21,6 +21,7 @@ SUBSETS = ("random", "first")
 FEWSHOT_STREAMS = ("lm_eval", "v1")  # eval.fewshot_stream: platypus/stages/evaluate/fewshot_v1.py
 DEDUP_KEEP = ("first", "longest")
 DEDUP_SCREENS = ("auto", "off", "bf16")
+SEARCHES = ("auto", "exact", "approximate")  # curate.dedup.search / curate.decontaminate.search
 DECONTAMINATION_POLICIES = ("all", "nearest_only")
 ON_BAD_ROW = ("error", "skip")
 LORA_BIAS = ("none", "all", "lora_only")

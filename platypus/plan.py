@@ -50,6 +50,7 @@ TOKENS_PER_DOCUMENT = {
     "hf": {"arc_challenge": 3943.0, "hellaswag": 3503.0, "mmlu": 2881.6, "truthfulqa_mc2": 1408.8},
 }
 OVERHEAD_GIB = 1.5  # CUDA context, allocator slack
+PROCESS_GIB = 0.5  # a CPU process with torch, transformers and peft imported
 
 
 def architecture(cfg: DictConfig) -> dict[str, Any] | None:
@@ -125,12 +126,18 @@ def planned_documents(benchmark: str, limit: float | None) -> int:
     return sample_size(DOCUMENTS[benchmark], limit)
 
 
+def merges(cfg: DictConfig) -> bool:
+    from platypus.stages.merge import recipes
+
+    return "merge" in cfg.stages and recipes.build(cfg.merge).folds
+
+
 def evaluated_roles(cfg: DictConfig) -> list[str]:
     from platypus.stages.merge import recipes
 
-    merges = "merge" in cfg.stages and cfg.merge.recipe != "none"
-    exists = {"base": True, "target": merges and (bool(cfg.merge.target) or recipes.get(cfg.merge.recipe).target_required),
-              "adapter": "train" in cfg.stages, "merged": merges}
+    folds = merges(cfg)
+    exists = {"base": True, "target": folds and (bool(cfg.merge.target) or recipes.build(cfg.merge).target_required),
+              "adapter": "train" in cfg.stages, "merged": folds}
     return [role for role in cfg.evaluate.include if exists.get(role)]
 
 
@@ -185,9 +192,8 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         kind = "train" if cfg.model.quantization == "none" else "train_quantized"
         found["train"] = {"rows": rows, "mean_tokens": mean_tokens, "tokens": tokens, "source": source,
                           "trainable": trainable, "mfu": MFU[kind], "mfu_basis": MFU_BASIS[kind]}
-    if "merge" in cfg.stages and cfg.merge.recipe != "none":
-        fold = BYTES[cfg.merge.get("fold_dtype", "float32")]
-        found["memory_gib"]["merge (CPU RAM)"] = n * fold / GIB + 2 * n * BYTES[cfg.merge.dtype] / GIB / 8
+    if merges(cfg):
+        found["memory_gib"][f"merge (CPU RAM, engine {cfg.merge.engine})"] = merge_memory_gib(cfg.merge, arch, n)
     if "evaluate" in cfg.stages:
         roles = evaluated_roles(cfg)
         eval_dtype = cfg.eval.dtype if cfg.eval.dtype != "auto" else "bfloat16"
@@ -209,6 +215,19 @@ def gpu_hours(flops: float, mfu: float, gpus: int) -> dict[str, Any]:
     time), its hours are paid on each."""
     hours = flops / (A100["tflops"] * 1e12 * mfu) / 3600 * gpus
     return {"gpus": gpus, A100["name"]: hours, H100: [hours / H100_SPEEDUP[1], hours / H100_SPEEDUP[0]]}
+
+
+def merge_memory_gib(m: DictConfig, arch: dict, n: float) -> float:
+    """peft: the whole model in fold_dtype, plus an eighth of it in flight while saving. stream: the logit check (the
+    model twice) where it fits merge.check_memory_gb, else one output shard plus the largest tensor read (16-bit),
+    copied and its delta computed in fold_dtype and cast to dtype, plus the process itself (torch, the skeleton)."""
+    fold, out = BYTES[m.fold_dtype], BYTES[m.dtype]
+    if m.engine == "peft":
+        return n * fold / GIB + 2 * n * out / GIB / 8
+    if 2 * n * fold <= m.check_memory_gb * GIB:
+        return 2 * n * fold / GIB + PROCESS_GIB
+    largest = arch["hidden_size"] * max(arch["vocab_size"], arch["intermediate_size"])
+    return m.shard_mb / 1024 + largest * (2 + 2 * fold + out) / GIB + PROCESS_GIB
 
 
 def fits_80gb(stage: str, gib: float) -> str:

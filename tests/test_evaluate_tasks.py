@@ -8,7 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from tests import compose_config
+from tests.helpers import compose_config
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.evaluate.tasks import build_suite, subject_categories
 from platypus.resources import BENCHMARKS

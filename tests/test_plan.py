@@ -10,7 +10,7 @@ import torch
 from platypus.pipeline import run_checked
 from platypus.plan import lora_parameters, parameters
 from platypus.stages.train.trainer import keep_trainable_fp32
-from tests import compose_config
+from tests.helpers import compose_config
 
 LLAMA2_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                   num_key_value_heads=40, vocab_size=32000)
@@ -88,3 +88,13 @@ def test_plan_of_a_hub_model_without_its_architecture_says_what_to_give(tmp_path
     message = capsys.readouterr().err
     assert "model.path='HuggingFaceTB/SmolLM2-135M-Instruct' is a hub id and model.architecture is not set" in message
     assert not (tmp_path / "plan.md").exists()
+
+
+@pytest.mark.parametrize("experiment", ["stable_platypus2_13b", "platypus2_70b_instruct"])
+def test_streaming_merge_memory_does_not_grow_with_the_model(experiment):
+    """The in-memory engine holds the whole model; the streaming one a shard and a tensor (a few GiB at 70B)."""
+    from platypus.plan import plan
+
+    memory = {engine: plan(compose_config(f"experiment={experiment}", f"merge.engine={engine}"))["memory_gib"]
+              [f"merge (CPU RAM, engine {engine})"] for engine in ("peft", "stream")}
+    assert memory["peft"] > 25 and memory["stream"] < 4, memory
