@@ -13,6 +13,7 @@ from platypus.data import sources
 from platypus.runtime import models
 from platypus.runtime.identity import identity
 from platypus.stages.merge.fold import resolve_target
+from tests.helpers import compose_config
 
 COMMIT = "8df40d0" + "0" * 33
 
@@ -54,7 +55,7 @@ def test_model_revision_downloads_that_snapshot_and_records_its_commit(hub, tmp_
 
 
 def test_merge_target_at_revision_is_what_gets_folded(hub, tmp_path):
-    cfg = OmegaConf.create({"recipe": "into_model", "target": "augtoma/qCammel-13@8df40d0"})
+    cfg = compose_config("merge=into_model", "merge.target=augtoma/qCammel-13@8df40d0").merge
     folder = resolve_target(cfg, str(tmp_path / "base"), str(tmp_path))
     assert hub[0][:2] == ("augtoma/qCammel-13", "8df40d0")
     assert Path(folder).name == COMMIT and identity(folder)["hub_id"] == "augtoma/qCammel-13"
