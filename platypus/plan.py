@@ -110,7 +110,7 @@ def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
     if hub:
         raise PlatypusError(f"plan=true: data.sources.{hub[0]} is a hub dataset and data.rows / data.mean_tokens are "
                             f"not set, so its size is unknown offline: set both (e.g. data.rows=24926 "
-                            f"data.mean_tokens=342, see conf/data/open_platypus.yaml).")
+                            f"data.mean_tokens=414, see conf/data/open_platypus.yaml).")
 
     rows, _ = load_mixture(cfg.data, "skip", cfg.seed)
     chars = sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) + 150 for r in rows)  # + the template
@@ -205,12 +205,16 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         found["flops"]["evaluate"] = 2 * n * tokens * len(roles)
         found["evaluate"] = {"models": roles, "tokens_per_model": tokens, "mfu": MFU["evaluate"],
                              "mfu_basis": MFU_BASIS["evaluate"]}
-    for stage, flops in found["flops"].items():
-        gpus = gpus_needed(stage, found["memory_gib"][stage])  # device_map=auto: one GPU works at a time
-        hours = flops / (A100["tflops"] * 1e12 * found[stage]["mfu"]) / 3600
-        found["hours"][stage] = {"gpus": gpus, A100["name"]: hours * gpus,
-                                 H100: [hours * gpus / H100_SPEEDUP[1], hours * gpus / H100_SPEEDUP[0]]}
+    found["hours"] = {stage: gpu_hours(flops, found[stage]["mfu"], gpus_needed(stage, found["memory_gib"][stage]))
+                      for stage, flops in found["flops"].items()}
     return found
+
+
+def gpu_hours(flops: float, mfu: float, gpus: int) -> dict[str, Any]:
+    """A stage's GPU-hours on A100s, and the range on H100s; spread over ``gpus`` (device_map=auto: one works at a
+    time), its hours are paid on each."""
+    hours = flops / (A100["tflops"] * 1e12 * mfu) / 3600 * gpus
+    return {"gpus": gpus, A100["name"]: hours, H100: [hours / H100_SPEEDUP[1], hours / H100_SPEEDUP[0]]}
 
 
 def merge_memory_gib(m: DictConfig, arch: dict, n: float) -> float:
