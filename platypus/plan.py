@@ -21,6 +21,7 @@ from platypus.runtime.errors import PlatypusError
 GIB = 2**30
 # Dense fp16/bf16 tensor-core peak (TFLOPS) and memory, from NVIDIA's data sheets (H100: the SXM part).
 GPUS = {"A100-80GB": {"tflops": 312, "memory_gib": 80}, "H100-80GB": {"tflops": 989, "memory_gib": 80}}
+PLANNED_GPUS = 8  # train.model_parallel is planned over the authors' node: 8 x 80 GB
 # Model FLOPs utilisation assumed (stated, not measured here): LoRA training on a 16-bit base; on a bitsandbytes
 # 8-bit or 4-bit base (dequantising or decomposing outlier columns, its matmuls run at roughly half speed);
 # scoring (prefill only, long few-shot contexts).
@@ -164,6 +165,9 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         found["flops"]["train"] = factor * n * tokens
         found["train"] = {"rows": rows, "mean_tokens": mean_tokens, "tokens": tokens, "source": source,
                           "trainable": trainable, "mfu": MFU["train" if cfg.model.quantization == "none" else "train_quantized"]}
+        if t.model_parallel:
+            found["train"]["model_parallel"] = per_gpu(arch, cfg, found["memory_gib"].pop("train") - n * weight_bytes / GIB)
+            found["memory_gib"]["train (per GPU)"] = max(found["train"]["model_parallel"]["gib"].values())
     if "merge" in cfg.stages and cfg.merge.recipe != "none":
         fold = BYTES[cfg.merge.get("fold_dtype", "float32")]
         found["memory_gib"]["merge (CPU RAM)"] = n * fold / GIB + 2 * n * BYTES[cfg.merge.dtype] / GIB / 8
@@ -181,6 +185,20 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         mfu = found[stage]["mfu"]
         found["hours"][stage] = {gpu: flops / (spec["tflops"] * 1e12 * mfu) / 3600 for gpu, spec in GPUS.items()}
     return found
+
+
+def per_gpu(arch: dict[str, Any], cfg: DictConfig, rest_gib: float) -> dict[str, Any]:
+    """train.model_parallel: accelerate's device_map=auto placement over PLANNED_GPUS 80 GB GPUs (meta device), each
+    GPU's weights plus its share (by weights) of the activations, LoRA state and logits (``rest_gib``)."""
+    import torch
+
+    from platypus.runtime.models import spread_over_gpus
+
+    dtype = torch.int8 if cfg.model.quantization != "none" else getattr(torch, cfg.model.dtype)  # 4bit: an upper bound
+    placed = spread_over_gpus(arch, PLANNED_GPUS, GPUS["A100-80GB"]["memory_gib"], dtype)["gib_per_gpu"]
+    total = sum(placed.values())
+    return {"gpus": PLANNED_GPUS, "weights_gib": placed,
+            "gib": {gpu: weights + rest_gib * weights / total for gpu, weights in placed.items()}}
 
 
 def fits_80gb(stage: str, gib: float) -> str:
@@ -223,6 +241,10 @@ def text(cfg: DictConfig, found: dict[str, Any]) -> str:
         fits = "CPU" if "CPU" in stage else fits_80gb(key, gib)
         lines.append(f"| {stage} | {gib:.1f} | {fits} | " + " | ".join(f"{hours[g]:.3g}" if g in hours else "–"
                                                                        for g in GPUS) + f" | {basis} |")
+    spread = found.get("train", {}).get("model_parallel")
+    if spread:
+        lines.append(f"\ntrain.model_parallel: one process, the model over {spread['gpus']} GPUs; GiB per GPU "
+                     f"(weights + share of activations): " + ", ".join(f"{gpu}: {gib:.1f}" for gpu, gib in spread["gib"].items()))
     lines += [f"\nNote: {note}" for note in found["notes"]]
     return "\n".join(lines) + "\n"
 

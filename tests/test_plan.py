@@ -28,9 +28,9 @@ def test_parameter_counts_match_the_published_models():
     assert lora_parameters(smollm2, ["gate_proj", "up_proj", "down_proj"], 16) == 3_041_280  # what PEFT reports
 
 
-@pytest.mark.parametrize("experiment,gpus", [("stable_platypus2_13b", "yes"),
-                                             ("camel_platypus2_70b", "tight (the peak is at train.cutoff_len)")])
-def test_plan_of_a_gpu_preset_runs_here_and_runs_nothing(experiment, gpus, tmp_path):
+@pytest.mark.parametrize("experiment,row,gpus", [("stable_platypus2_13b", "train", "yes"),  # 70B: one process, 8 GPUs
+                                                 ("camel_platypus2_70b", "train (per GPU)", "yes")])
+def test_plan_of_a_gpu_preset_runs_here_and_runs_nothing(experiment, row, gpus, tmp_path):
     cfg = compose_config(f"experiment={experiment}", "plan=true", "logger=none")
     assert run_checked(cfg, tmp_path) is None  # 8-bit + fp16 would be refused here without plan=true
     found = json.loads((tmp_path / "plan.json").read_text())
@@ -45,7 +45,7 @@ def test_plan_of_a_gpu_preset_runs_here_and_runs_nothing(experiment, gpus, tmp_p
     for stage in ("train", "evaluate"):
         a100, h100 = found["hours"][stage]["A100-80GB"], found["hours"][stage]["H100-80GB"]
         assert a100 == pytest.approx(h100 * 989 / 312), "the same FLOPs over each GPU's peak"
-    assert f"| train | {found['memory_gib']['train']:.1f} | {gpus} |" in text
+    assert f"| {row} | {found['memory_gib'][row]:.1f} | {gpus} |" in text
 
 
 def test_plan_of_the_default_run_counts_its_local_rows(tmp_path):
