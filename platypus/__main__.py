@@ -1,5 +1,5 @@
 """The platypus app: ``platypus`` (the console script), ``python -m platypus`` and the checkout's ``python run.py``
-are this one Hydra app, composed from the package's configs (``platypus/conf``).
+are this one Hydra app, composed from the package's configs (``conf/``).
 
     platypus                                  # curate -> train -> merge -> evaluate, embedded default
     platypus stages=[evaluate] evaluate.models=[path/to/model] eval=leaderboard_v1
@@ -21,7 +21,7 @@ from platypus.config import register
 register()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://platypus.conf", config_name="config")
 def app(cfg: DictConfig) -> float | None:
     from platypus.pipeline import main as run_pipeline  # torch & co.: imported only once the config is valid
 

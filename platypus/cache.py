@@ -25,14 +25,10 @@ from platypus.runtime.errors import fail
 
 
 def _config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from platypus.config import compose
 
-    from platypus.config import CONF_DIR, register
-
-    register()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=overrides)
+        return compose(*overrides)
     except Exception as error:  # noqa: BLE001 - Hydra's composition errors, shown in one paragraph
         fail(f"{' '.join(overrides)}: {error}. Overrides select the cache as for a run, e.g. stage_cache=/path.", False)
 

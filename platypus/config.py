@@ -1,7 +1,7 @@
 """Typed schema of every config group: its keys, types, choice sets and ranges.
 
-Registered with Hydra's ConfigStore as the primary config's schema (``platypus/conf/config.yaml`` lists
-``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in ``platypus/conf/`` or on
+Registered with Hydra's ConfigStore as the primary config's schema (``conf/config.yaml`` lists
+``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in ``conf/`` or on
 the command line fails at composition, before any work starts. A value a type cannot restrict (a choice
 among names, a range) is declared next to its field (:func:`choice`, :func:`ranged`) and checked by one
 generic function, :func:`platypus.fields.validate`, with the field's own message: the config is the validator.
@@ -14,15 +14,36 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
-    LOGGER_MODES, LOGGER_NAMES, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
-    SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
+    LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
+    SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # the config groups (Hydra's config dir)
+CONFIG_MODULE = "platypus.conf"  # the config groups: conf/ in a checkout, shipped in the wheel under this name
+CONFIG_NAME = "config"
+
+
+def conf_dir() -> Path:
+    """Where the config groups are on disk (the checkout's conf/, or the installed package's)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files(CONFIG_MODULE)))
+
+
+def compose(*overrides: str, hydra_node: bool = False) -> DictConfig:
+    """The primary config with ``overrides``, as the app composes it (inside a running app, by its Hydra)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra_node)
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra_node)
 
 # --------------------------------------------------------------------------- data / curate
 @dataclass
@@ -219,7 +240,7 @@ class MergeConfig:
     recipe: str = "into_base"  # a module of platypus/stages/merge/recipes/: none | into_base | into_model | weighted | task_arithmetic
     # Input adapters: PEFT folders, or ``train`` for this run's train adapter; empty = this run's train adapter.
     adapters: List[str] = field(default_factory=list)
-    # Model to fold into: hub id, local folder or a platypus/conf/model preset name. Required by into_model;
+    # Model to fold into: hub id, local folder or a conf/model preset name. Required by into_model;
     # optional for weighted (default: the base model).
     target: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)  # of the saved merged model
@@ -315,23 +336,11 @@ class PublishedConfig:
     note: Optional[str] = None
 
 
-# --------------------------------------------------------------------------- logging / root
-@dataclass
-class LoggerConfig:
-    _target_: str = "platypus.runtime.tracking.Tracker"  # the tracker class (hydra.utils.instantiate)
-    name: str = choice("none", LOGGER_NAMES, "{key}={value!r}: use one of {options} (the config group: "
-                                             "logger=wandb|none).")
-    project: str = "platypus"
-    entity: Optional[str] = None
-    mode: str = choice("offline", LOGGER_MODES, "{key}={value!r}: use one of {options} (offline: sync later with "
-                                                "`wandb sync`).")
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-
-
+# --------------------------------------------------------------------------- root
 @dataclass
 class RootConfig:
-    stages: List[str] = field(default_factory=lambda: list(STAGES))
+    stages: List[str] = MISSING  # which stages run (conf/config.yaml), keys of stage_classes
+    stage_classes: Dict[str, Any] = field(default_factory=dict)  # stage name -> its Stage class (_target_)
     # Print the run's plan (stages, downloads and their sizes, memory per stage, GPU time on an A100 and an H100)
     # and stop: nothing is downloaded, loaded or run (platypus/plan.py).
     plan: bool = False
@@ -360,7 +369,8 @@ class RootConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # The tracker (conf/logger/): a platypus.runtime.tracking.Tracker named by _target_ (platypus/plugins.py).
+    logger: Any = field(default_factory=lambda: {"_target_": "platypus.runtime.tracking.Tracker"})
     published: Optional[PublishedConfig] = None  # set by the paper's experiment presets
 
 

@@ -11,7 +11,6 @@ from typing import Any, Callable
 from omegaconf import MISSING
 
 # The choice sets, each spelled once (modules that need them import them from here).
-STAGES = ("curate", "train", "merge", "evaluate")
 MODEL_ROLES = ("base", "target", "adapter", "merged")  # the models a run can evaluate (target: merge.target)
 DTYPES = ("bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
@@ -29,8 +28,6 @@ LOSS_AVERAGES = ("token", "sequence")  # train.loss_average: platypus/stages/tra
 CACHE_VERIFY = ("fast", "full")  # how a finished result is checked before reuse
 # summary.json keys of paired deltas: vs the run's first model; the merged model's vs the merge target
 DELTA_KEYS = ("delta", "delta_target")
-LOGGER_NAMES = ("none", "wandb")
-LOGGER_MODES = ("offline", "online", "disabled")
 
 POSITIVE = "{key}={value} must be a positive integer; set {key}=<n >= 1>."
 NOT_KNOWN = "{key}={value!r} is not known; use one of {options} ({key}=...)."
@@ -80,13 +77,11 @@ def _check_field(key: str, value: Any, meta: Any) -> None:
         raise PlatypusError(meta["message"].format(key=key, value=value))
 
 
-def validate(cfg: Any, schema: type | None = None, prefix: str = "") -> None:
+def validate(cfg: Any, schema: type, prefix: str = "") -> None:
     """Every declared choice and range of a composed config (or of one node, with its ``schema`` and key
     ``prefix``): raises PlatypusError with the field's message for the first value outside them."""
     from omegaconf import OmegaConf
 
-    if schema is None:
-        from platypus.config import RootConfig as schema
     hints = typing.get_type_hints(schema)
     for f in fields(schema):
         value = OmegaConf.select(cfg, f.name, throw_on_missing=False) if OmegaConf.is_config(cfg) else cfg[f.name]

@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from platypus import stages
-from platypus.config import STAGES
+from platypus.config import RootConfig
 from platypus.fields import validate
 from platypus.runtime import tracking
 from platypus.runtime.errors import PlatypusError, fail, is_write_error, write_error_message
@@ -21,38 +21,39 @@ from platypus.runtime.run import Run, process_rank, world_size
 from platypus.stages import Artifacts
 
 
-def check_stages(names: list[str]) -> None:
-    unknown = [s for s in names if s not in STAGES]
+def check_stages(cfg: DictConfig) -> None:
+    names, order = list(cfg.stages), stages.known(cfg)
+    unknown = [s for s in names if s not in order]
     if unknown:
-        raise PlatypusError(f"stages={list(names)}: unknown stage(s) {unknown}; valid stages are {list(STAGES)}.")
-    if len(set(names)) != len(names) or list(names) != sorted(names, key=STAGES.index):
-        raise PlatypusError(
-            f"stages={list(names)}: stages run in the order {list(STAGES)}, each at most once; e.g. stages=[train,merge]."
-        )
+        raise PlatypusError(f"stages={names}: unknown stage(s) {unknown}; valid stages are {order} (stage_classes).")
+    if len(set(names)) != len(names) or names != sorted(names, key=order.index):
+        raise PlatypusError(f"stages={names}: stages run in the order {order}, each at most once; e.g. "
+                            f"stages=[{','.join(order[1:3])}].")
 
 
 def check_config(cfg: DictConfig) -> None:
     """Everything that can be checked before any stage works: the stage list, the schema's choices and ranges,
     and each selected stage's own check (its settings and the inputs its config names, nothing loaded)."""
-    check_stages(list(cfg.stages))
-    validate(cfg)
+    check_stages(cfg)
+    validate(cfg, RootConfig)
+    tracking.build_tracker(cfg.logger)
     for name in cfg.stages:
-        stages.get(name).check(cfg)
+        stages.get(cfg, name).check(cfg)
 
 
 def found_in(run: Run) -> Artifacts:
     """The artifacts of the stages this run folder finished earlier (and does not run again now)."""
     found: Artifacts = {}
-    for name in STAGES:
+    for name in stages.known(run.cfg):
         folder = run.finished(name)
         if folder and name not in run.cfg.stages:
-            found.update(stages.get(name).outputs(folder))
+            found.update(stages.get(run.cfg, name).outputs(folder))
     return found
 
 
 def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
     """Run ``cfg.stages`` in ``root``; the leaderboard average of the last evaluated model, if evaluated."""
-    check_stages(list(cfg.stages))
+    check_stages(cfg)
     if world_size() > 1 and list(cfg.stages) != ["train"]:
         raise PlatypusError(
             f"stages={list(cfg.stages)} under a multi-process launcher: only training is distributed. Run "
@@ -72,7 +73,7 @@ def _run_stages(cfg: DictConfig, root: Path) -> float | None:
     try:
         found = found_in(run)
         for stage_name in cfg.stages:
-            stage = stages.get(stage_name)
+            stage = stages.get(cfg, stage_name)
             inputs = stage.inputs(cfg, found, run)
             if inputs is None:  # nothing to do (merge=none, evaluate.plan=true)
                 continue
@@ -80,6 +81,8 @@ def _run_stages(cfg: DictConfig, root: Path) -> float | None:
                                          lambda out: stage.run(cfg, inputs, out, run))
             if process_rank() == 0:
                 stage.log(run, folder, manifest)
+            measured = stage.objective(manifest)
+            run.objective = run.objective if measured is None else measured
             found.update(stage.outputs(folder))
         run.trim_cache()
         return run.objective

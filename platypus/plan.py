@@ -90,7 +90,7 @@ def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
     if hub:
         raise PlatypusError(f"plan=true: data.sources.{hub[0]} is a hub dataset and data.rows / data.mean_tokens are "
                             f"not set, so its size is unknown offline: set both (e.g. data.rows=24926 "
-                            f"data.mean_tokens=342, see platypus/conf/data/open_platypus.yaml).")
+                            f"data.mean_tokens=342, see conf/data/open_platypus.yaml).")
 
     rows, _ = load_mixture(cfg.data, "skip", cfg.seed)
     chars = sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) + 150 for r in rows)  # + the template
@@ -123,7 +123,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     if arch is None:
         raise PlatypusError(f"plan=true: model.path={cfg.model.path!r} is a hub id and model.architecture is not set, so "
                             f"its size is unknown offline: give its hidden_size, intermediate_size, num_hidden_layers, "
-                            f"num_attention_heads, num_key_value_heads, vocab_size (as platypus/conf/model/llama2_13b.yaml "
+                            f"num_attention_heads, num_key_value_heads, vocab_size (as conf/model/llama2_13b.yaml "
                             f"does).")
     n = parameters(arch)
     weight_bytes = BYTES[cfg.model.quantization if cfg.model.quantization != "none" else cfg.model.dtype]

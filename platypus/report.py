@@ -4,7 +4,7 @@ benchmark metric per model, the leaderboard average, wall time and which stages 
     python -m platypus.report multirun/2026-11-22/08-00-00            # -> summary.csv/.md/.png there
     python -m platypus.report outputs/2026-11-2*/* --out comparison/   # any run folders, anywhere
 
-``SweepSummaryCallback`` (registered under ``hydra.callbacks`` in ``platypus/conf/config.yaml``) writes the
+``SweepSummaryCallback`` (registered under ``hydra.callbacks`` in ``conf/config.yaml``) writes the
 same files into the sweep folder at the end of every ``--multirun``.
 """
 
@@ -21,7 +21,8 @@ from hydra.experimental.callback import Callback
 
 from platypus.config import MODEL_ROLES
 from platypus.runtime.errors import EXIT_USER_ERROR
-from platypus.runs import NUMBERS, collect, find_runs
+from platypus.runs import collect, find_runs
+from platypus.stages.evaluate.report import NUMBERS
 
 log = logging.getLogger("platypus")
 # The columns around the per-model metrics; each curate step's removals (``removed_<step>`` in the curate
@@ -99,9 +100,10 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_summary(paths: Iterable[Path], out: Path) -> list[dict[str, Any]]:
-    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``out``; return the rows."""
-    rows = collect(paths)
+def write_summary(paths: Iterable[Path], out: Path, cfg: Any = None) -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``out``; return the rows. ``cfg``: the
+    config naming the stage classes (default: the app's)."""
+    rows = collect(paths, cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = columns(rows)
@@ -154,7 +156,7 @@ class SweepSummaryCallback(Callback):
             os.environ[SWEPT_ENV] = self._previous
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            rows = write_summary([sweep_dir], sweep_dir)
+            rows = write_summary([sweep_dir], sweep_dir, config)
         except Exception as error:  # noqa: BLE001 - a summary problem must not fail a finished sweep
             log.warning(f"[platypus] sweep summary failed: {type(error).__name__}: {error} "
                         f"(rerun: python -m platypus.report {sweep_dir})")

@@ -7,14 +7,14 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from platypus.config import CONF_DIR, register
+from platypus.config import conf_dir, register
 from platypus.runtime.errors import PlatypusError
 from platypus.pipeline import check_stages
 from tests import compose_config
 
 # sweep presets (+sweep=...) and hydra/launcher presets are composed in tests/test_sweep.py.
 OPTIONS = sorted(
-    (group.name, path.stem) for group in CONF_DIR.iterdir()
+    (group.name, path.stem) for group in conf_dir().iterdir()
     if group.is_dir() and group.name not in ("sweep", "hydra") for path in group.glob("*.yaml")
 )
 register()

@@ -90,15 +90,15 @@ def reference(tmp_path_factory, tiny_model_dir) -> Path:
     """The run folder of the same command, never interrupted."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     run(folder / "run", tiny_model_dir, folder / "log.txt")
-    summary = json.loads((folder / "run" / "summary.json").read_text())
+    summary = json.loads((folder / "run" / "evaluate" / "summary.json").read_text())
     assert set(summary) == {"base", "merged"} and all(set(TASKS) <= set(s) for s in summary.values())
     assert summary["base"] != summary["merged"], "the trained adapter must move the numbers for this test to mean much"
     return folder / "run"
 
 
 def assert_same_summary(run_dir: Path, reference: Path) -> None:
-    got = json.loads((run_dir / "summary.json").read_text())
-    assert_same_numbers(got, json.loads((reference / "summary.json").read_text()))
+    got = json.loads((run_dir / "evaluate" / "summary.json").read_text())
+    assert_same_numbers(got, json.loads((reference / "evaluate" / "summary.json").read_text()))
     print(f"summary.json equals the uninterrupted run's: {json.dumps(got)}")
 
 
@@ -146,7 +146,7 @@ def test_kill_during_evaluate_then_rerun_skips_finished_tasks(reference, tiny_mo
     run_and_kill(run_dir, tiny_model_dir, tmp_path / "killed.txt", after_a_task)
     for stage in ("curate", "train", "merge"):
         assert (run_dir / stage / "manifest.json").is_file()
-    assert not (run_dir / "evaluate").exists() and not (run_dir / "summary.json").exists()
+    assert not (run_dir / "evaluate").exists()
     done = {p.relative_to(partial): p.read_bytes() for p in partial.glob("*/*.json") if complete_json(p)}
     assert 1 <= len(done) < 2 * len(TASKS)
     manifests = {s: (run_dir / s / "manifest.json").read_bytes() for s in ("curate", "train", "merge")}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from platypus.config import CONF_DIR, BenchmarksConfig, CurateConfig, DataConfig
+from platypus.config import conf_dir, BenchmarksConfig, CurateConfig, DataConfig
 from platypus.stages.curate import run_curate
 from platypus.stages.curate.embed import resolve_model
 from platypus.stages.curate.semantic import semantic_dedup
@@ -29,10 +29,10 @@ def paper_loop(emb: np.ndarray, threshold: float) -> list[int]:
 
 @pytest.fixture(scope="module")
 def real_data():
-    data = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(CONF_DIR / "data" / "open_platypus_rebuild.yaml"))
+    data = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(conf_dir() / "data" / "open_platypus_rebuild.yaml"))
     data.sample = 100
     rows, _ = load_mixture(data, "error", 0)
-    hub, bundled = (OmegaConf.load(CONF_DIR / "benchmarks" / f"{name}.yaml") for name in ("hub", "bundled"))
+    hub, bundled = (OmegaConf.load(conf_dir() / "benchmarks" / f"{name}.yaml") for name in ("hub", "bundled"))
     bundled.pop("defaults")
     benchmarks = OmegaConf.merge(OmegaConf.structured(BenchmarksConfig), hub, bundled)
     questions = load_benchmark_questions(benchmarks, ["arc_challenge", "mmlu"])

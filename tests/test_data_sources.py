@@ -8,7 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from platypus.config import CONF_DIR, BenchmarksConfig, DataConfig, SourceConfig
+from platypus.config import conf_dir, BenchmarksConfig, DataConfig, SourceConfig
 from platypus.data import load_benchmark_questions, load_mixture
 from platypus.runtime.errors import PlatypusError
 
@@ -114,7 +114,7 @@ def test_empty_after_filter_and_csv(tmp_path):
 
 
 def test_bundled_source_loads():
-    cfg = OmegaConf.load(CONF_DIR / "data" / "open_platypus_rebuild.yaml")
+    cfg = OmegaConf.load(conf_dir() / "data" / "open_platypus_rebuild.yaml")
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg, {"sample": 100})
     rows, report = load_mixture(cfg, "error", 42)
     assert len(rows) == 100 and report["sources"]["open_platypus_rebuild"]["rows_read"] == 13984
@@ -123,7 +123,7 @@ def test_bundled_source_loads():
 
 
 def test_benchmark_questions_bundled_and_unknown_name():
-    hub, bundled = (OmegaConf.load(CONF_DIR / "benchmarks" / f"{name}.yaml") for name in ("hub", "bundled"))
+    hub, bundled = (OmegaConf.load(conf_dir() / "benchmarks" / f"{name}.yaml") for name in ("hub", "bundled"))
     bundled.pop("defaults")  # bundled.yaml extends hub.yaml through Hydra's defaults list
     cfg = OmegaConf.merge(OmegaConf.structured(BenchmarksConfig), hub, bundled)
     questions = load_benchmark_questions(cfg, ["arc_challenge", "truthfulqa_mc2"])

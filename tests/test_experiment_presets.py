@@ -1,4 +1,4 @@
-"""Every shipped experiment preset (platypus/conf/experiment/*.yaml) runs end to end in fast-dev mode: ``debug=fast`` with
+"""Every shipped experiment preset (conf/experiment/*.yaml) runs end to end in fast-dev mode: ``debug=fast`` with
 its hub parts swapped for offline ones (the tiny model as base, another tiny model of its shape as merge target,
 the bundled data and benchmarks, float32 on this CPU; MMLU's 57 subjects left out to keep eight runs cheap). What
 is left is the preset's own wiring: its stages, groups, recipe, loss, eval settings and published numbers, which
@@ -11,12 +11,12 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from platypus.config import CONF_DIR
+from platypus.config import conf_dir
 from platypus.pipeline import run_pipeline
 from tests import compose_config
 from tests.test_merge import tiny_llama
 
-EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (conf_dir() / "experiment").glob("*.yaml"))
 PAPER = {"platypus2_13b", "platypus2_70b", "platypus2_70b_instruct", "stable_platypus2_13b", "camel_platypus2_13b",
          "camel_platypus2_70b", "openorca_platypus2_13b", "dolphin_platypus2_70b"}
 
@@ -53,7 +53,7 @@ def test_experiment_preset_runs_in_fast_dev_mode(experiment, tiny_model_dir, off
     run_pipeline(cfg, tmp_path)
     for stage in cfg.stages:
         assert json.loads((tmp_path / stage / "manifest.json").read_text())["stage"] == stage
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "evaluate" / "summary.json").read_text())
     assert all(set(cfg.eval.tasks) <= set(scores) for scores in summary.values())
     folds_elsewhere = cfg.merge.recipe == "into_model"
     assert list(summary) == ["base"] + ["target"] * folds_elsewhere + ["adapter", "merged"]
@@ -62,7 +62,7 @@ def test_experiment_preset_runs_in_fast_dev_mode(experiment, tiny_model_dir, off
         assert summary["merged"]["delta_target"]["reference"] == "target"
         assert "| merged vs target |" in (tmp_path / "evaluate" / "table.md").read_text()
     if cfg.get("published"):
-        table = (tmp_path / "published_vs_ours.md").read_text()
+        table = (tmp_path / "evaluate" / "published_vs_ours.md").read_text()
         assert cfg.published.model in table and "| ours (merged) |" in table
         for key, value in cfg.published.scores.items():
             assert f"{value:.2f}" in table, key

@@ -1,4 +1,4 @@
-"""merge=task_arithmetic (platypus/stages/merge/recipes/task_arithmetic.py, platypus/conf/merge/task_arithmetic.yaml): the
+"""merge=task_arithmetic (platypus/stages/merge/recipes/task_arithmetic.py, conf/merge/task_arithmetic.yaml): the
 folded weights are exactly W + scale * Σ s_i ΔW_i, a negative coefficient subtracts an adapter, and bad settings
 are refused before any work. The recipe is the example of "a merge recipe = one module + one YAML + one test"."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from platypus.config import CONF_DIR
+from platypus.config import conf_dir
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
 from tests.test_merge import MODEL, merge_cfg, random_adapter
@@ -23,7 +23,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 
 def task_arithmetic(**params):
-    preset = OmegaConf.load(CONF_DIR / "merge" / "task_arithmetic.yaml")
+    preset = OmegaConf.load(conf_dir() / "merge" / "task_arithmetic.yaml")
     return merge_cfg(recipe=preset.recipe, params={**OmegaConf.to_container(preset.params), **params})
 
 

@@ -60,7 +60,7 @@ def test_evaluate_alone_on_an_explicit_model(tmp_path, tiny_model_dir):
         "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=2",
     )
     run_pipeline(cfg, tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "evaluate" / "summary.json").read_text())
     assert 0.0 <= summary[tiny_model_dir.name]["truthfulqa_mc2"]["mc2"] <= 1.0
 
 

@@ -28,7 +28,7 @@ SMALL_EVAL = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks
 
 
 def tiny(model: Path) -> list[str]:
-    """The tiny model with debug=fast's sizes (platypus/conf/debug/fast.yaml: 20 rows, one optimizer step, 2 documents)."""
+    """The tiny model with debug=fast's sizes (conf/debug/fast.yaml: 20 rows, one optimizer step, 2 documents)."""
     return [f"model.path={model}", "model.gguf_file=null", "model.name=tiny", "debug=fast"]
 
 
@@ -219,7 +219,7 @@ def _run(folder: Path, overrides: list[str], kept: int, loss: float, avg: dict, 
     (folder / ".hydra/overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     stages = {"curate": {"rows_in": 100, "kept": kept, "removed_exact": 1, "removed_semantic": 100 - kept - 1,
                          "removed_contamination": 0},
-              "train": {"loss": loss, "steps": 12}}
+              "train": {"loss": loss, "steps": 12}, "evaluate": {}}
     for stage, metrics in stages.items():
         (folder / stage).mkdir()
         manifest = {"stage": stage, "key": stage, "metrics": metrics, "seconds": 10.0}
@@ -228,7 +228,7 @@ def _run(folder: Path, overrides: list[str], kept: int, loss: float, avg: dict, 
         (folder / stage / "manifest.json").write_text(json.dumps(manifest))
     summary = {m: {"arc_challenge": {"acc_norm": a}, "truthfulqa_mc2": {"mc2": a / 2}, "leaderboard_avg": a}
                for m, a in avg.items()}
-    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "evaluate" / "summary.json").write_text(json.dumps(summary))
 
 
 def test_report_on_hand_made_run_folders(tmp_path, capsys):
@@ -248,8 +248,9 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
     assert [r["curate_kept"] for r in rows] == ["90", "95"] and rows[1]["curate_removed"] == "5"
     assert [float(r["merged/leaderboard_avg"]) for r in rows] == [0.32, 0.35]
     assert float(rows[1]["base/truthfulqa_mc2/mc2"]) == 0.15
-    assert [r["reused"] for r in rows] == ["", "curate"] and [r["computed"] for r in rows] == ["curate+train", "train"]
-    assert [float(r["wall_s"]) for r in rows] == [20.0, 10.5] and float(rows[1]["compute_s"]) == 20.0
+    assert [r["reused"] for r in rows] == ["", "curate"]
+    assert [r["computed"] for r in rows] == ["curate+train+evaluate", "train+evaluate"]
+    assert [float(r["wall_s"]) for r in rows] == [30.0, 20.5] and float(rows[1]["compute_s"]) == 30.0
     header = list(rows[0])
     assert header.index("base/arc_challenge/acc_norm") < header.index("base/leaderboard_avg") < header.index("merged/arc_challenge/acc_norm")
     md = (sweep / "summary.md").read_text()

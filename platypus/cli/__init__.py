@@ -6,7 +6,7 @@ stderr and exit code 2, before Hydra creates the run folder:
 
 1. unknown group options and config keys, with the closest valid names (:mod:`platypus.cli.names`:
    ``model=smolm2`` -> ``Did you mean smollm2_135m?``, ``train.lerning_rate`` -> ``train.learning_rate``);
-2. a composition error (wrong type, value not optional, a broken file in ``platypus/conf/``) in words: the key, the
+2. a composition error (wrong type, value not optional, a broken file in ``conf/``) in words: the key, the
    expected type, an example (:mod:`platypus.cli.explain`); the config is composed once, plus once per
    swept group option (a swept key's values are set on that config, which the schema type-checks);
 3. an output folder (``hydra.run.dir``, or ``hydra.sweep.dir`` with ``--multirun``) that cannot be written;
@@ -26,10 +26,10 @@ from typing import Sequence
 
 from platypus.cli.explain import check_output_folder, check_values, compose_variants
 from platypus.cli.names import check_overrides
-from platypus.config import CONF_DIR
+from platypus.config import CONFIG_NAME, conf_dir
 from platypus.runtime.errors import EXIT_USER_ERROR, ConfigError
 
-CONFIG_NAME = "config"
+
 FOOTER = "Nothing was run; add traceback=true for the full traceback."
 MULTIRUN = ("-m", "--multirun")
 WITH_VALUE = ("-c", "--cfg", "-p", "--package")  # Hydra flags that keep this config: checked like a run
@@ -52,8 +52,9 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], bool, bool] | None:
     return overrides, multirun, cfg
 
 
-def precheck(argv: Sequence[str], conf: Path = CONF_DIR, config_name: str = CONFIG_NAME) -> None:
+def precheck(argv: Sequence[str], conf: Path | None = None, config_name: str = CONFIG_NAME) -> None:
     """Exit with code 2 and one paragraph if the command line cannot give a valid run."""
+    conf = conf or conf_dir()
     split = split_argv(argv)
     if split is None:
         return

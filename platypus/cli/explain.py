@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from platypus.cli.names import _parse, describe, group_options, walk
-from platypus.config import CONF_DIR as CONF
+from platypus.config import conf_dir
+
+CONF = conf_dir()
 from platypus.fields import unwrap_optional
 from platypus.runtime.errors import ConfigError, PlatypusError
 
@@ -122,13 +124,13 @@ def explain(error: BaseException, overrides: list[str], conf: Path = CONF, confi
             hint = f" (pip install hydra-{plugin[1]}-{plugin[0]}, if that is the plugin's name)" if len(plugin) > 1 else ""
             return (f"{text}. Options of Hydra's own groups (hydra/sweeper, hydra/launcher) come from Hydra plugins: "
                     f"install the plugin that provides it{hint}, or pick an installed option.")
-        return f"{text}. Check the config group options in platypus/conf/ and the command line."
+        return f"{text}. Check the config group options in conf/ and the command line."
     cause = _omegaconf_error(error)
     if cause is None:
         text = " ".join(str(error).split()).rstrip(".")
-        return f"The config could not be composed: {text}. Check the command line and the files in platypus/conf/."
+        return f"The config could not be composed: {text}. Check the command line and the files in conf/."
     key, raw = _locate(cause.full_key, overrides)
-    given = f" (from {raw!r})" if raw else " (set in a file under platypus/conf/)"
+    given = f" (from {raw!r})" if raw else " (set in a file under conf/)"
     message = (cause.msg or str(cause)).splitlines()[0].rstrip(".")
     parent, _, name = key.rpartition(".")
     unknown_at, tp = walk(parent) if parent else (None, None)
@@ -138,16 +140,16 @@ def explain(error: BaseException, overrides: list[str], conf: Path = CONF, confi
             names = ", ".join(existing) if existing else "none"
             return (f"Unknown entry '{name}' in {parent} (from {raw!r}); {parent} has: {names}. Fix the name; a new "
                     f"entry cannot be added on the command line (Hydra cannot build a typed node from an override): "
-                    f"add it in a config file (e.g. a new option in platypus/conf/{parent.split('.')[0]}/).")
+                    f"add it in a config file (e.g. a new option in conf/{parent.split('.')[0]}/).")
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-        return f"Unknown config key '{key}'{given}: {message}. Check the spelling in platypus/conf/ and on the command line."
+        return f"Unknown config key '{key}'{given}: {message}. Check the spelling in conf/ and on the command line."
     if isinstance(cause, ValidationError):
         unknown_at, tp = walk(key)
         expected = describe(tp) if unknown_at is None and tp is not Any else "another type"
         now = _current_value(key, overrides, conf, config_name)
         example = f", e.g. {key}={_as_override(now)} (its value without this override)" if now is not None else ""
         return f"Wrong type for config key '{key}'{given}: {message}. {key} expects {expected}{example}."
-    return f"Config key '{key}'{given}: {message}. Check the command line and the files in platypus/conf/."
+    return f"Config key '{key}'{given}: {message}. Check the command line and the files in conf/."
 
 
 def _locate(full_key: str, overrides: list[str]) -> tuple[str, str | None]:

@@ -1,7 +1,7 @@
 """Names on the command line: unknown config keys and group options, with the closest valid names.
 
 Keys are looked up in the typed schema (:class:`platypus.config.RootConfig`), group options in the folders
-of ``platypus/conf/``; Hydra itself only says that a key or option does not exist.
+of ``conf/``; Hydra itself only says that a key or option does not exist.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from platypus.config import CONF_DIR as CONF
+from platypus.config import conf_dir
+
+CONF = conf_dir()
 from platypus.fields import unwrap_optional
 from platypus.runtime.errors import ConfigError
 
@@ -86,7 +88,7 @@ def describe(tp: Any) -> str:
 
 # --------------------------------------------------------------------------- 1. names
 def group_options(conf: Path = CONF) -> dict[str, list[str]]:
-    """Config group (folder under platypus/conf/, nested as a/b) -> its options (yaml stems)."""
+    """Config group (folder under conf/, nested as a/b) -> its options (yaml stems)."""
     groups = {}
     for folder in sorted(p for p in conf.rglob("*") if p.is_dir()):
         options = sorted(p.stem for p in folder.glob("*.yaml"))
@@ -162,7 +164,7 @@ def _check_group(raw: str, group: str, override, groups: dict[str, list[str]], c
         close = _suggest(group, list(groups))
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(
-            f"{raw}: there is no config group '{group}' (platypus/conf/{group}/).{hint} Groups: {', '.join(groups)}."
+            f"{raw}: there is no config group '{group}' (conf/{group}/).{hint} Groups: {', '.join(groups)}."
         )
     for value in _choices(override):
         if value is None or str(value) in options:
@@ -170,7 +172,7 @@ def _check_group(raw: str, group: str, override, groups: dict[str, list[str]], c
         close = _suggest(str(value), options)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(
-            f"{group}={value}: no such option in config group '{group}' (platypus/conf/{group}/).{hint} "
+            f"{group}={value}: no such option in config group '{group}' (conf/{group}/).{hint} "
             f"Options: {', '.join(options)}."
         )
 

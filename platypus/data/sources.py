@@ -1,4 +1,4 @@
-"""Load a data mixture (``platypus/conf/data``) into rows ``{instruction, input, output, data_source}``.
+"""Load a data mixture (``conf/data``) into rows ``{instruction, input, output, data_source}``.
 
 Every source is read record by record so that a bad record can be named by file and line;
 the per-source filters (keywords, fraction, max_rows) and the mixture-level ``sample`` are
@@ -45,7 +45,7 @@ def check_mixture(data_cfg: Any) -> None:
     if not data_cfg.sources:
         raise PlatypusError(
             f"data.sources of data mixture '{data_cfg.name}' is empty; list at least one source "
-            f"(see platypus/conf/data/ for examples)."
+            f"(see conf/data/ for examples)."
         )
     for name, src in data_cfg.sources.items():
         key = f"data.sources.{name}"

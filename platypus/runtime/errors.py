@@ -46,9 +46,9 @@ def write_error_message(error: OSError, root: Path) -> str:
     path = error.filename or "a file"
     reason = error.strerror or str(error)
     unfinished = sorted(p for p in root.glob(".*.partial") if p.is_dir()) if root.is_dir() else []
-    from platypus.config import STAGES
+    from platypus.runtime.io import MANIFEST
 
-    finished = [s for s in STAGES if (root / s / "manifest.json").is_file()]
+    finished = sorted(manifest.parent.name for manifest in root.glob(f"*/{MANIFEST}"))
     kept = (f" The unfinished stage stays in {', '.join(str(p) for p in unfinished)} (no manifest.json, so it is "
             f"never taken for a finished result; a rerun continues or replaces it)." if unfinished else "")
     done = f" Finished stages ({', '.join(finished)}) were not touched." if finished else ""

@@ -9,8 +9,10 @@ overrides and its ``job_type`` is the stages it runs (``curate+train+merge+evalu
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,13 +43,14 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@dataclass
 class Tracker:
-    """No-op tracker (``logger=none``); the W&B one overrides every method. Built by :func:`start` with
-    ``hydra.utils.instantiate`` from the logger preset's ``_target_``: a new tracker is a subclass and a YAML."""
+    """No-op tracker (``logger=none``). A tracker is a subclass, a dataclass of its settings, named by ``_target_``
+    in a ``conf/logger/`` YAML (:mod:`platypus.plugins`); :meth:`start` opens its run."""
 
-    report_to: list[str] = []
+    report_to: ClassVar[list[str]] = []
 
-    def __init__(self, **_: Any) -> None:
+    def start(self, name: str, run_dir: Path, run_config: dict, group: str | None, job_type: str | None) -> None:
         pass
 
     def log(self, metrics: dict[str, Any]) -> None:
@@ -66,18 +69,30 @@ class Tracker:
         pass
 
 
-class WandbTracker(Tracker):
-    report_to = ["wandb"]
+class WandbMode(str, Enum):
+    offline = "offline"  # sync later with `wandb sync`
+    online = "online"
+    disabled = "disabled"
 
-    def __init__(self, project: str, mode: str, run_name: str, run_dir: Path, run_config: dict, entity: str | None = None,
-                 group: str | None = None, job_type: str | None = None, tags: list[str] = (), **_: Any):
+
+@dataclass
+class WandbTracker(Tracker):
+    project: str = "platypus"
+    mode: WandbMode = WandbMode.offline
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the sweep folder under --multirun
+    tags: List[str] = field(default_factory=list)
+
+    report_to: ClassVar[list[str]] = ["wandb"]
+
+    def start(self, name: str, run_dir: Path, run_config: dict, group: str | None, job_type: str | None) -> None:
         import wandb
 
-        os.environ.setdefault("WANDB_MODE", mode)
+        os.environ.setdefault("WANDB_MODE", self.mode.value)
         self._wandb = wandb
-        self.run = wandb.init(project=project, entity=entity, group=group, job_type=job_type, tags=list(tags),
-                              name=run_name, mode=mode, dir=str(run_dir), config=redact(run_config),
-                              reinit="finish_previous")
+        self.run = wandb.init(project=self.project, entity=self.entity, group=self.group or group, job_type=job_type,
+                              tags=list(self.tags), name=name, mode=self.mode.value, dir=str(run_dir),
+                              config=redact(run_config), reinit="finish_previous")
 
     def log(self, metrics: dict[str, Any]) -> None:
         self.run.log(metrics)
@@ -141,14 +156,19 @@ def run_name(overrides: list[str], fallback: str, swept: list[str] | None = None
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
+def build_tracker(cfg: DictConfig) -> Tracker:
+    """The ``logger`` node's tracker, not started (a bad setting is one paragraph naming ``logger.<key>``)."""
+    from platypus.plugins import build
+
+    return build(cfg, Tracker, "logger")
+
+
 def start(cfg: DictConfig, root: DictConfig, run_dir: Path, name: str, job: dict[str, Any] | None = None,
           job_type: str | None = None) -> Tracker:
-    """The logger preset's tracker (its ``_target_``). ``job``: :func:`hydra_job`. Group: ``logger.group`` if set,
-    else the sweep folder under --multirun; the run is named after the job's swept overrides."""
-    from hydra.utils import instantiate
-
+    """The logger preset's tracker, started. ``job``: :func:`hydra_job`. Group: the tracker's own if set, else the
+    sweep folder under --multirun; the run is named after the job's swept overrides."""
     job = job or {}
-    group = cfg.get("group") or job.get("sweep_dir")
+    group = job.get("sweep_dir")
     if group and len(group) > 128:  # W&B's limit: keep the distinctive end (<date>/<time>)
         group = group[-128:]
     if job.get("overrides"):
@@ -156,5 +176,6 @@ def start(cfg: DictConfig, root: DictConfig, run_dir: Path, name: str, job: dict
     resolved = OmegaConf.to_container(root, resolve=True)
     if job:
         resolved["hydra_job"] = {k: job[k] for k in ("overrides", "sweep_dir", "job_num", "swept")}
-    return instantiate(cfg, _convert_="all", _recursive_=False, group=group, run_name=name, run_dir=run_dir, run_config=resolved,
-                       job_type=job_type)
+    tracker = build_tracker(cfg)
+    tracker.start(name, run_dir, resolved, group, job_type)
+    return tracker

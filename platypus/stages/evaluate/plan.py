@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from lm_eval.api.model import LM
 
-from platypus.stages.evaluate import stats
+import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
 from platypus.stages.evaluate.backends import EvalModel, load_lm, model_dtype, plain_config
 from platypus.stages.evaluate.documents import sample_size, task_limit

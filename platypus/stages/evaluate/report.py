@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from platypus.fields import DELTA_KEYS
-from platypus.stages.evaluate import stats
+import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, size_weighted_mean, subject_breakdown
 from platypus.stages.evaluate.documents import outcomes
 from platypus.stages.evaluate.tasks import Suite, subject_categories
@@ -43,6 +43,18 @@ def _cell(summary: Mapping[str, Any], column: str, is_reference: bool) -> str:
 
 DELTAS = DELTA_KEYS  # summary keys: vs the first model; the merged model vs the merge target
 DELTA, DELTA_TARGET = DELTAS
+
+
+NUMBERS = ("value", "low", "high", "p")  # of a delta, in a sweep summary's csv beside its text
+
+
+def delta_columns(prefix: str, deltas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``<prefix>/<task>``: "+0.0310 [-0.0040, +0.0660]*" (summary.md), and its numbers for the csv."""
+    out: dict[str, Any] = {}
+    for task, delta in deltas.items():
+        out[f"{prefix}/{task}"] = delta_text(delta)
+        out.update({f"{prefix}/{task}/{k}": delta[k] for k in NUMBERS})
+    return out
 
 
 def verdict(summary: Mapping[str, Any], columns: list[str]) -> list[str]:

@@ -23,7 +23,9 @@ from platypus.runtime import integrity
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest
 from platypus.runtime.io import read_json, write_json_atomic
-from platypus.stages.evaluate import report, stats
+import platypus.stages.evaluate.report as report
+from platypus.stages.evaluate.files import FILES
+import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
 from platypus.stages.evaluate.backends import (
     EvalModel,
@@ -195,9 +197,7 @@ def evaluate_models(
     summary = summarize(suite, eval_cfg, all_results)
     subjects = report.subject_results(suite, eval_cfg, benchmarks_cfg, all_results)
     table = report.markdown_table(summary, subjects, eval_cfg)
-    files = {name: out_dir / file for name, file in
-             (("results", "results.json"), ("summary", "summary.json"), ("subjects", "subjects.json"),
-              ("table", "table.md"), ("chart", "chart.png"))}
+    files = {name: out_dir / getattr(FILES, name) for name in ("results", "summary", "subjects", "table", "chart")}
     files["results"].write_text(json.dumps(all_results, indent=1, default=handle_non_serializable))
     files["summary"].write_text(json.dumps(summary, indent=1))
     files["subjects"].write_text(json.dumps(subjects, indent=1))

@@ -122,7 +122,7 @@ def resolve_benchmark(task_key: str, task_cfg: Mapping[str, Any], benchmarks_cfg
     if name not in sets:
         raise PlatypusError(
             f"eval.tasks.{task_key}.benchmark={name!r} is not a benchmark of this config; "
-            f"benchmarks.sets has: {', '.join(sorted(sets))}. Fix the name or add the set to platypus/conf/benchmarks/."
+            f"benchmarks.sets has: {', '.join(sorted(sets))}. Fix the name or add the set to conf/benchmarks/."
         )
     return name, sets[name]
 

@@ -34,19 +34,13 @@ PROBE_PROMPTS = [
 
 
 def model_preset(name: str):
-    """The ``model`` config group's option ``name`` (platypus/conf/model/<name>.yaml), composed by Hydra, or None."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The ``model`` config group's option ``name`` (conf/model/<name>.yaml), composed by Hydra, or None."""
     from hydra.errors import HydraException
 
-    from platypus.config import CONF_DIR, register
+    from platypus.config import compose
 
-    register()
     try:
-        if GlobalHydra.instance().is_initialized():
-            return compose("config", overrides=[f"model={name}"]).model
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[f"model={name}"]).model
+        return compose(f"model={name}").model
     except HydraException:
         return None
 
@@ -56,7 +50,7 @@ def resolve_target(cfg: DictConfig, base_path: str, cache_dir: str) -> str:
     recipe, target = recipes.get(cfg.recipe), cfg.target
     if recipe.target_required and not target:
         raise PlatypusError(
-            f"merge.recipe={cfg.recipe} needs merge.target=<hub id, model folder or platypus/conf/model preset name>."
+            f"merge.recipe={cfg.recipe} needs merge.target=<hub id, model folder or conf/model preset name>."
         )
     if not target:
         return base_path

@@ -1,6 +1,6 @@
 """Curate steps: each one a module here with ``METRIC`` (its removal count's name) and ``run(state)``.
 
-``curate.steps`` (platypus/conf/curate/*.yaml) lists them in the order they run; a step whose section says
+``curate.steps`` (conf/curate/*.yaml) lists them in the order they run; a step whose section says
 ``enabled: false`` is skipped. A step reads the rows still kept (``state.current``), removes some with
 ``state.keep(...)`` and records its settings for report.json in ``state.settings``.
 """

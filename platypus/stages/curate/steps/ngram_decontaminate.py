@@ -1,6 +1,6 @@
 """Removal of training rows that share a word n-gram with a benchmark test question, without embeddings
 (GPT-3 / lm-eval style; ``curate.decontaminate.ngram`` words, 13 when null; ``curate.decontaminate.benchmarks``).
-A step of its own, so a recipe can order it (platypus/conf/curate/ngram_only.yaml) or run it beside the
+A step of its own, so a recipe can order it (conf/curate/ngram_only.yaml) or run it beside the
 embedding filter."""
 
 from __future__ import annotations
