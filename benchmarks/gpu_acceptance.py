@@ -47,13 +47,9 @@ MULTI_GPU_ROWS = {
 
 
 def compose(*overrides: str):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from platypus.config import compose as compose_config
 
-    from platypus.config import CONF_DIR, register
-
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=["logger=none", *overrides])
+    return compose_config("logger=none", *overrides)
 
 
 def base_model() -> str:

@@ -181,7 +181,7 @@ def test_several_gpus_in_one_process_are_refused_before_any_work(cuda, tiny_mode
 def test_70b_presets_train_as_one_process_and_13b_headers_say_how_on_many_gpus():
     for name in ("platypus2_70b", "platypus2_70b_instruct", "camel_platypus2_70b", "dolphin_platypus2_70b"):
         assert compose_config(f"experiment={name}", "logger=none").train.model_parallel, name
-    text = (REPO / "platypus/conf/experiment/platypus2_13b.yaml").read_text()
+    text = (REPO / "conf/experiment/platypus2_13b.yaml").read_text()
     assert "CUDA_VISIBLE_DEVICES=0 python run.py experiment=platypus2_13b" in text
 
 
