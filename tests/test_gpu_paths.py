@@ -47,6 +47,11 @@ def test_gpu_preset_evaluates_on_cuda_when_cuda_is_there(cuda, monkeypatch, tiny
     assert seen["device"] == "cuda"
 
 
+def test_auto_dtype_follows_the_auto_device(cuda):
+    cuda(capability=(9, 0))
+    assert backends.resolve_dtype("auto", "auto") == "bfloat16"  # the evaluate stage's check and plan pass eval.device
+
+
 def test_device_defaults_to_the_cpu_without_cuda():
     assert backends.resolve_device({"device": "auto"}) == "cpu"
     assert backends.resolve_device({"device": "cuda:1"}) == "cuda:1"

@@ -58,8 +58,8 @@ def resolve_device(eval_cfg: Mapping[str, Any]) -> str:
 
 def resolve_dtype(name: str, device: str) -> str:
     """``auto`` becomes the dtype fast on this device; results record (and are keyed on) the resolved one."""
-    if name == "auto":
-        return TORCH_NAMES[hardware.fast_precision(device.startswith("cuda"))]
+    if name == "auto":  # device: eval.device, "auto" included
+        return TORCH_NAMES[hardware.fast_precision(resolve_device({"device": device}).startswith("cuda"))]
     if name not in DTYPES:
         raise PlatypusError(f"eval.dtype={name!r}: use auto, {', '.join(sorted(DTYPES))}.")
     return name
