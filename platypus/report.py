@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 
 from platypus.config import MODEL_ROLES
 from platypus.runtime.errors import EXIT_USER_ERROR
+from platypus.runtime.failures import reported
 from platypus.runs import collect, find_runs
 from platypus.stages.evaluate.report import NUMBERS
 
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no run folders (stage manifests, summary.json or .hydra/) under {', '.join(map(str, args.paths))}",
               file=sys.stderr)
         return EXIT_USER_ERROR
-    rows = write_summary(args.paths, out)
+    with reported(out):
+        rows = write_summary(args.paths, out)
     print((out / "summary.md").read_text(), end="")
     print(f"{len(rows)} run(s) -> {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'summary.png'}")
     return 0

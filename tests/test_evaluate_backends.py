@@ -13,7 +13,7 @@ from platypus.runtime.errors import PlatypusError
 from platypus.stages.evaluate import backends
 from platypus.stages.evaluate.runner import EvalModel, evaluate_models
 from platypus.pipeline import run_pipeline
-from tests.test_pipeline import config
+from tests.helpers import compose_config as config
 
 TQA_ONLY = ["debug=fast", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=6", "eval.subset=first",
             "eval.dtype=float32"]
@@ -36,6 +36,7 @@ def adapter_and_folded(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     return root / "adapter", root / "folded"
 
 
+@pytest.mark.slow
 def test_adapter_through_peft_equals_its_folded_model(tmp_path, tiny_model_dir, adapter_and_folded, cache_dir):
     adapter, folded = adapter_and_folded
     cfg = config("logger=none", *TQA_ONLY)
@@ -79,6 +80,7 @@ def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_d
                     "tensor_parallel_size": 1}  # v1: no BOS
 
 
+@pytest.mark.slow
 def test_plan_mode_estimates_and_evaluates_nothing(tmp_path, tiny_model_dir):
     cfg = config("stages=[evaluate]", "logger=none", f"evaluate.models=[{tiny_model_dir}]", "evaluate.plan=true",
                  "eval=leaderboard_v1", "eval.dtype=float32", "eval.tasks.mmlu.limit=1", "evaluate.plan_warmup_docs=1")
@@ -127,6 +129,7 @@ def test_auto_batch_size_is_one_on_cpu_and_lm_evals_search_on_cuda():
         backends.resolve_batch_size({"batch_size": "-2", "device": "cpu"})
 
 
+@pytest.mark.slow
 def test_in_memory_model_scores_like_its_folder_and_is_keyed_on_its_weights(tmp_path, tiny_model_dir, cache_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

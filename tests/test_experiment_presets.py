@@ -13,8 +13,7 @@ from transformers import AutoTokenizer
 
 from platypus.config import conf_dir
 from platypus.pipeline import run_pipeline
-from tests import compose_config
-from tests.test_merge import tiny_llama
+from tests.helpers import compose_config, tiny_llama
 
 EXPERIMENTS = sorted(path.stem for path in (conf_dir() / "experiment").glob("*.yaml"))
 PAPER = {"platypus2_13b", "platypus2_70b", "platypus2_70b_instruct", "stable_platypus2_13b", "camel_platypus2_13b",
@@ -48,14 +47,14 @@ def test_experiment_preset_runs_in_fast_dev_mode(experiment, tiny_model_dir, off
         f"model.path={tiny_model_dir}", "model.gguf_file=null", "model.dtype=float32", "model.quantization=none",
         "train.precision=fp32", "train.gradient_checkpointing=false", "merge.dtype=float32",
         "merge.fold_dtype=float32", "eval.parallelize=false", "~eval.tasks.mmlu", f"stage_cache={stages}")
-    if cfg.merge.recipe == "into_model":
+    if cfg.merge.recipe._target_.endswith(".IntoModel"):
         cfg.merge.target = str(target)
     run_pipeline(cfg, tmp_path)
     for stage in cfg.stages:
         assert json.loads((tmp_path / stage / "manifest.json").read_text())["stage"] == stage
     summary = json.loads((tmp_path / "evaluate" / "summary.json").read_text())
     assert all(set(cfg.eval.tasks) <= set(scores) for scores in summary.values())
-    folds_elsewhere = cfg.merge.recipe == "into_model"
+    folds_elsewhere = cfg.merge.recipe._target_.endswith(".IntoModel")
     assert list(summary) == ["base"] + ["target"] * folds_elsewhere + ["adapter", "merged"]
     assert ("delta_target" in summary["merged"]) == folds_elsewhere
     if folds_elsewhere:

@@ -10,8 +10,7 @@ from omegaconf import OmegaConf
 from platypus.config import conf_dir
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
-from tests.test_merge import MODEL, merge_cfg, random_adapter
-from tests.test_merge_weighted import assert_weights, factors, saved
+from tests.helpers import MODEL, assert_weights, factors, merge_cfg, random_adapter, saved
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,8 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 def task_arithmetic(**params):
     preset = OmegaConf.load(conf_dir() / "merge" / "task_arithmetic.yaml")
-    return merge_cfg(recipe=preset.recipe, params={**OmegaConf.to_container(preset.params), **params})
+    node = {**OmegaConf.to_container(preset.recipe), **params}
+    return OmegaConf.merge(merge_cfg(), {"recipe": node})
 
 
 def test_signed_task_vectors_are_added_exactly(tiny_model_dir, tmp_path, adapters):
@@ -36,11 +36,11 @@ def test_signed_task_vectors_are_added_exactly(tiny_model_dir, tmp_path, adapter
         for key, (a, b, scaling) in factors(adapter).items():
             expected[key] += scale * s * scaling * (b @ a)
     assert_weights(saved(tmp_path / "model"), expected)
-    assert card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert card["check_max_abs_error"] <= 1e-4
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"scales": [1.0]}, "merge.params.scales has 1 value(s) for 2 adapter(s)"),
+    ({"scales": [1.0]}, "merge.recipe.scales has 1 value(s) for 2 adapter(s)"),
     ({"scales": [1.0, 1.0], "scale": 0.0}, "every scale is 0"),
 ])
 def test_bad_settings_are_refused(tiny_model_dir, tmp_path, adapters, params, message):

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
 from platypus.runtime.identity import file_sha256
-from tests import compose_config
-from tests.test_merge import MODEL, logits, merge_cfg, random_adapter, tiny_llama
+from tests.helpers import compose_config
+from tests.helpers import (MODEL, assert_weights, factors, logits, merge_cfg, random_adapter, reordered, saved,
+                           tiny_llama)
 
 
 
@@ -41,29 +41,6 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 def run_merge(base, adapter_list, out, seed=0, **values):
     return merge(merge_cfg(recipe="weighted", **values), MODEL, str(base), adapter_list, out, str(out), seed=seed)
-
-
-def factors(adapter: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """weight key of the target layer -> (A, B, scaling alpha/r) from the saved adapter."""
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    tensors = load_file(adapter / "adapter_model.safetensors")
-    found = {}
-    for key, a in tensors.items():
-        if ".lora_A." in key:
-            module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-            b = tensors[key.replace(".lora_A.", ".lora_B.")]
-            found[f"{module}.weight"] = (a, b, config["lora_alpha"] / config["r"])
-    return found
-
-
-def saved(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(folder / "model.safetensors")
-
-
-def assert_weights(folded: dict, expected: dict, atol: float = 1e-5) -> None:
-    assert folded.keys() == expected.keys()
-    for key in expected:
-        assert torch.allclose(folded[key].float(), expected[key], atol=atol), key
 
 
 def peft_reference(base, adapter_list, weights, seed=0, **kwargs):
@@ -91,7 +68,7 @@ def test_cat_is_the_exact_weighted_sum(tiny_model_dir, tmp_path, tokenizer, adap
             targeted.add(key)
     assert len(targeted) == (8 if pair[1] == "c" else 6)  # q_proj only in c: the union of targets is folded
     assert_weights(saved(tmp_path / "model"), expected)
-    assert card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert card["check_max_abs_error"] <= 1e-4
     assert card["weighted"]["combination"] == "cat" and card["weighted"]["weights"] == weights
 
 
@@ -100,7 +77,7 @@ def test_one_adapter_at_weight_one_equals_folding_it_alone(tiny_model_dir, tmp_p
     weighted = run_merge(tiny_model_dir, [adapters["c"]], tmp_path / "weighted", combination="cat", weights=[1.0])
     assert_weights(saved(tmp_path / "weighted" / "model"),
                    {k: v.float() for k, v in saved(tmp_path / "alone" / "model").items()}, atol=1e-6)
-    assert alone["max_abs_logit_diff_fp32"] <= 1e-4 and weighted["max_abs_logit_diff_fp32"] <= 1e-4
+    assert alone["check_max_abs_error"] <= 1e-4 and weighted["check_max_abs_error"] <= 1e-4
 
 
 def test_svd_at_full_rank_equals_cat(tiny_model_dir, tmp_path, adapters):
@@ -141,7 +118,7 @@ def test_pruned_combinations_equal_peft_own_weighted_adapter(tiny_model_dir, tmp
                                density=density, majority_sign_method="frequency")
     folded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     gap = (logits(folded, tokenizer) - logits(reference, tokenizer)).abs().max().item()
-    assert gap <= 1e-4 and card["max_abs_logit_diff_fp32"] <= 1e-4
+    assert gap <= 1e-4 and card["check_max_abs_error"] <= 1e-4
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert (logits(folded, tokenizer) - logits(plain, tokenizer)).abs().max() > 1e-3
     assert card["weighted"]["density"] == density and card["weighted"]["seed"] == 11
@@ -184,7 +161,7 @@ def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters)
 
     cfg = compose_config(
         "stages=[merge]", "merge=weighted_cat", f"merge.adapters=[{adapters['a']},{adapters['c']}]",
-        "merge.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
+        "merge.recipe.weights=[0.5,1.0]", f"model.path={tiny_model_dir}", "model.gguf_file=null", "logger=none",
         f"cache_dir={tmp_path / 'cache'}")
     run_pipeline(cfg, tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "merge" / "manifest.json").read_text())
@@ -201,14 +178,14 @@ def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters)
 
 # --------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("values,message", [
-    ({"weights": [1.0]}, r"merge.weights has 1 weight\(s\) for 2 adapter\(s\)"),
-    ({"weights": [1.0, -0.5]}, r"merge.weights\[1\]=-0.5: weights must be finite and >= 0"),
-    ({"weights": [float("nan"), 1.0]}, r"merge.weights\[0\]=nan: weights must be finite"),
+    ({"weights": [1.0]}, r"merge.recipe.weights has 1 weight\(s\) for 2 adapter\(s\)"),
+    ({"weights": [1.0, -0.5]}, r"merge.recipe \(Weighted\): weights\[1\]=-0.5: weights must be finite and >= 0"),
+    ({"weights": [float("nan"), 1.0]}, r"weights\[0\]=nan: weights must be finite"),
     ({"weights": [0.0, 0.0]}, "are all 0"),
-    ({"combination": "average"}, "merge.combination='average' is not one of PEFT's add_weighted_adapter"),
-    ({"combination": "ties"}, r"combination=ties needs merge.density in \(0, 1\]"),
-    ({"combination": "dare_ties", "density": 1.5}, r"dare_ties needs merge.density in \(0, 1\] .*got 1.5"),
-    ({"combination": "cat", "density": 0.5}, "merge.density=0.5 does not apply to merge.combination=cat"),
+    ({"combination": "average"}, "combination='average' is not one of PEFT's add_weighted_adapter"),
+    ({"combination": "ties"}, r"combination=ties needs density in \(0, 1\]"),
+    ({"combination": "dare_ties", "density": 1.5}, r"dare_ties needs density in \(0, 1\] .*got 1.5"),
+    ({"combination": "cat", "density": 0.5}, "density=0.5 does not apply to combination=cat"),
     ({"combination": "ties", "density": 0.5, "majority_sign_method": "mean"}, "majority_sign_method='mean'"),
     ({"combination": "cat", "svd_rank": 4}, "svd_rank=4: a positive rank, used by the \\*svd combinations only"),
 ], ids=["count", "negative", "nan", "all-zero", "unknown-combination", "density-missing", "density-range",
@@ -228,9 +205,9 @@ def test_unequal_ranks_are_refused(tiny_model_dir, tmp_path, adapters, combinati
 
 
 def test_single_adapter_recipes_refuse_several(tiny_model_dir, tmp_path, adapters):
-    with pytest.raises(PlatypusError, match="merge.recipe=into_base folds exactly one adapter \\(got 2"):
+    with pytest.raises(PlatypusError, match="merge recipe into_base folds exactly one adapter \\(got 2"):
         merge(merge_cfg(recipe="into_base"), MODEL, str(tiny_model_dir), [adapters["a"], adapters["b"]], tmp_path, "")
-    with pytest.raises(PlatypusError, match="merge.weights / merge.density apply to merge.recipe=weighted only"):
+    with pytest.raises(PlatypusError, match="merge.recipe.weights: IntoBase has no such parameter"):
         merge(merge_cfg(recipe="into_base", weights=[1.0]), MODEL, str(tiny_model_dir), adapters["a"], tmp_path, "")
     with pytest.raises(PlatypusError, match="needs an adapter"):
         merge(merge_cfg(recipe="weighted"), MODEL, str(tiny_model_dir), [], tmp_path, "")
@@ -277,7 +254,6 @@ def test_missing_target_modules_are_refused(tiny_model_dir, tmp_path, adapters):
 
 
 def test_tokenizer_mismatch_is_refused(tiny_model_dir, tmp_path, tokenizer, adapters):
-    from tests.test_merge import reordered
 
     other = tiny_llama(tmp_path / "other", tokenizer, seed=3)
     reordered(other)

@@ -9,7 +9,7 @@ import pytest
 from platypus.runtime.errors import PlatypusError
 from platypus.pipeline import run_pipeline
 from platypus.stages.evaluate.stage import evaluated_models
-from tests import compose_config
+from tests.helpers import compose_config
 
 # stage_cache=null: these tests are about one run folder (the cross-run cache: tests/test_sweep.py)
 SMALL_CURATE = ["logger=none", "stage_cache=null", "data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]

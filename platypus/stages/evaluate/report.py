@@ -88,7 +88,8 @@ def published_table(published: Mapping[str, Any], summary: Mapping[str, Any], co
     ours = {c: score_of(summary[label].get(c)) for c in columns}
     theirs = {**published.get("scores", {}), AVERAGE: published.get("average")}
     cell = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-    lines = [f"Published vs ours: {published['model']} ({published['source']}) vs this run's {label}", "",
+    lines = [f"Published vs ours: {published['model']} ({published['source']}; revision {published['card_revision']}) "
+             f"vs this run's {label}", "",
              "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
              "| published | " + " | ".join(cell(theirs.get(c)) for c in columns) + " |",
              f"| ours ({label}) | " + " | ".join(cell(None if ours[c] is None else 100 * ours[c]) for c in columns) + " |",

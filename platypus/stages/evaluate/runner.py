@@ -103,7 +103,7 @@ def evaluate_models(
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
     eval_cfg = {**eval_cfg, "device": resolve_device(eval_cfg)}  # recorded, and named in the table's header
     out_dir = Path(out_dir)
-    suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir))
+    suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir), log)
     task_manager = suite.task_manager()
     if suite.source == "hub":
         check_hub_names(suite, benchmarks_cfg, task_manager)
@@ -126,6 +126,7 @@ def evaluate_models(
                 "lm_eval_tasks": task.lm_eval_names,
                 "benchmark": {"source": suite.source, **bench},
                 "num_fewshot": int(task_cfg["num_fewshot"]),
+                "fewshot_stream": task.fewshot_stream,  # v1: the exemplars are in the documents, lm-eval runs 0-shot
                 "limit": task_limit(eval_cfg, key),
                 "documents": documents[key],
                 "batch_size": bs,
@@ -152,10 +153,10 @@ def evaluate_models(
                 described = "all documents" if settings["limit"] is None else (
                     f"limit {settings['limit']} ({eval_cfg.get('subset', 'random')})")
                 log(f"[evaluate] {model.label}/{key}: {len(task.lm_eval_names)} lm-eval task(s), "
-                    f"{settings['num_fewshot']}-shot, {described}")
+                    f"{settings['num_fewshot']}-shot ({task.fewshot_stream} stream), {described}")
                 start = time.perf_counter()
                 before = dataclasses.replace(lm.counts) if hasattr(lm, "counts") else None
-                output = _run_task(lm, task, task_manager, settings["num_fewshot"], documents[key])
+                output = _run_task(lm, task, task_manager, task.lm_eval_fewshot(settings["num_fewshot"]), documents[key])
                 cached = {"key": key_hash, "settings": settings, "seconds": time.perf_counter() - start, **output}
                 if before is not None:  # the prefix scorer: tokens HFLM would have run, and tokens computed
                     cached["tokens"] = {"requested": lm.counts.requested - before.requested,
@@ -170,7 +171,7 @@ def evaluate_models(
             tasks_out[key] = {k: cached[k] for k in LM_EVAL_KEYS}
             items[key] = cached["items"]
             seconds[key] = cached["seconds"]
-            task_settings[key] = {k: settings[k] for k in ("num_fewshot", "limit")}
+            task_settings[key] = {k: settings[k] for k in ("num_fewshot", "fewshot_stream", "limit")}
             if suite.source == "bundled" and bench.get("note"):
                 task_settings[key]["note"] = bench["note"]
         if lm is not None:

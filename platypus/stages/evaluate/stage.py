@@ -149,7 +149,8 @@ class EvaluateStage(Stage):
         headline = manifest["metrics"]["table"].split("\n### ")[0]  # the per-category/subject tables stay in table.md
         log.info(f"\n{headline}\n(full table with MMLU per category and subject: {folder / FILES.table})")
         if (folder / FILES.published).is_file():
-            run.tracker.log({f"published/{task}": value for task, value in run.cfg.published.scores.items()})
+            run.tracker.log({f"published/{task}": value for task, value in run.cfg.published.scores.items()
+                             if value is not None})
             log.info(f"\n{(folder / FILES.published).read_text()}")
 
 

@@ -17,7 +17,11 @@ import torch
 
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256
+from platypus.runtime.weights import load_pickled_tensors
 
+# Settings that change what the weights mean without changing their shapes: recorded on the card when they differ.
+POSITION_KEYS = ("rope_theta", "rope_scaling", "rope_parameters", "max_position_embeddings", "rms_norm_eps")
+OUTPUT_HEADS = ("lm_head", "embed_out")
 SHAPE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "vocab_size")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -116,9 +120,13 @@ def check_compatible(target_path: str, adapter: Path, trust_remote_code: bool) -
             f"merge.target={target_path!r} is quantized ({target_cfg['quantization_config'].get('quant_method')}); "
             f"folding a LoRA delta into quantized weights loses it. Load an unquantized copy (or dequantize it first)."
         )
+    _refuse_head_on_tied(target_path, target_cfg, adapter, config)
     warnings, compared = [], []
     base_cfg = _load_config(recorded, trust_remote_code) if recorded else None
     if base_cfg is not None:
+        warnings += [f"adapter {adapter}: {k} is {base_cfg.get(k)!r} in its base {recorded} but {target_cfg.get(k)!r} in "
+                     f"the target (positions/normalisation the adapter was not trained with)"
+                     for k in POSITION_KEYS if base_cfg.get(k) != target_cfg.get(k)]
         diff = {k: (base_cfg.get(k), target_cfg.get(k)) for k in SHAPE_KEYS if base_cfg.get(k) != target_cfg.get(k)}
         grown = set(diff) == {"vocab_size"} and (target_cfg["vocab_size"] or 0) > (base_cfg["vocab_size"] or 0)
         if diff and not grown:
@@ -143,6 +151,33 @@ def check_compatible(target_path: str, adapter: Path, trust_remote_code: bool) -
     return warnings, compared
 
 
+def _refuse_head_on_tied(target_path: str, target_cfg: dict, adapter: Path, config: dict) -> None:
+    """Folding an output-head adapter into tied embeddings would change the input embeddings too."""
+    if not target_cfg.get("tie_word_embeddings"):
+        return
+    heads = [found for found in trained_embeddings(adapter, config) if any(h in found for h in OUTPUT_HEADS)]
+    if heads:
+        raise PlatypusError(
+            f"merge: the adapter {adapter} trains the output head ({'; '.join(heads)}), and {target_path} ties its "
+            f"output head to its input embeddings (tie_word_embeddings=true): folding it would silently change the "
+            f"input embeddings as well. Merge into a target with untied embeddings, keep the adapter unmerged "
+            f"(merge=none), or train without lm_head in lora.target_modules."
+        )
+
+
+def adapter_shapes(adapter: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of the adapter's weights (safetensors header, or a pickle read as tensors only)."""
+    weights = [Path(adapter) / name for name in ADAPTER_WEIGHTS if (Path(adapter) / name).is_file()]
+    if not weights:
+        return {}
+    if weights[0].suffix == ".bin":
+        return {k: tuple(t.shape) for k, t in load_pickled_tensors(weights[0], "merge.adapters").items()}
+    from safetensors import safe_open
+
+    with safe_open(str(weights[0]), framework="pt") as handle:
+        return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+
+
 EMBEDDING_NAMES = ("embed_tokens", "lm_head", "wte", "embed_out", "word_embeddings")
 
 
@@ -152,12 +187,7 @@ def trained_embeddings(adapter: Path, config: dict) -> list[str]:
     modules = config.get("target_modules")
     names = [modules] if isinstance(modules, str) else list(modules or [])
     found += [f"target_modules has {n!r}" for n in names if any(e in n for e in EMBEDDING_NAMES)]
-    weights = Path(adapter) / "adapter_model.safetensors"
-    if weights.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as handle:
-            found += [f"weights hold {k}" for k in handle.keys() if any(e in k for e in EMBEDDING_NAMES)][:3]
+    found += [f"weights hold {k}" for k in adapter_shapes(adapter) if any(e in k for e in EMBEDDING_NAMES)][:3]
     return found
 
 
@@ -227,28 +257,21 @@ def _tokenizer_signature(path: str, trust_remote_code: bool, stamp: tuple) -> tu
 
 def check_factor_shapes(model: torch.nn.Module, adapter: Path) -> None:
     """Every LoRA factor must fit the target's layer (PEFT would fail with a bare size mismatch)."""
-    weights = Path(adapter) / "adapter_model.safetensors"
-    if not weights.is_file():
-        return
-    from safetensors import safe_open
-
     layers = dict(model.named_modules())
     problems = []
-    with safe_open(str(weights), framework="pt") as handle:
-        for key in handle.keys():
-            for side in (".lora_A.", ".lora_B."):
-                if side not in key:
-                    continue
-                name = key.split(side)[0].removeprefix("base_model.model.")
-                layer = layers.get(name)
-                shape = handle.get_slice(key).get_shape()
-                if layer is None:
-                    problems.append(f"{name} (absent from the target)")
-                elif isinstance(layer, torch.nn.Linear) and len(shape) == 2:
-                    expected = layer.in_features if side == ".lora_A." else layer.out_features
-                    got = shape[1] if side == ".lora_A." else shape[0]
-                    if got != expected:
-                        problems.append(f"{key}: {got} vs the target's {expected}")
+    for key, shape in adapter_shapes(adapter).items():
+        for side in (".lora_A.", ".lora_B."):
+            if side not in key:
+                continue
+            name = key.split(side)[0].removeprefix("base_model.model.")
+            layer = layers.get(name)
+            if layer is None:
+                problems.append(f"{name} (absent from the target)")
+            elif isinstance(layer, torch.nn.Linear) and len(shape) == 2:
+                expected = layer.in_features if side == ".lora_A." else layer.out_features
+                got = shape[1] if side == ".lora_A." else shape[0]
+                if got != expected:
+                    problems.append(f"{key}: {got} vs the target's {expected}")
     if problems:
         raise PlatypusError(
             f"merge: the adapter {adapter} does not fit the target model's layers: {problems[:5]}"

@@ -1,4 +1,4 @@
-"""The merge stage: adapter(s) in, a merged model folder out (``merge.recipe``: platypus/stages/merge/recipes/)."""
+"""The merge stage: adapter(s) in, a merged model folder out (``merge.recipe``: a class of platypus/stages/merge/recipes/)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,7 @@ class MergeStage(Stage):
     produces = {Artifact.merged: "model"}
 
     def check(self, cfg) -> None:
-        recipe = recipes.get(cfg.merge.recipe)
-        recipe.check_settings(cfg.merge)
-        if recipe.folds:
+        if recipes.build(cfg.merge).folds:
             models.base_model(cfg, convert=False)
             for entry in cfg.merge.adapters:
                 if entry != "train":
@@ -36,7 +34,7 @@ class MergeStage(Stage):
 
     def inputs(self, cfg, found, run) -> dict | None:
         """``merge.adapters`` (``train``: this run's adapter), else this run's adapter."""
-        recipe = recipes.get(cfg.merge.recipe)
+        recipe = recipes.build(cfg.merge)
         if not recipe.folds:
             log.info("[platypus] merge: recipe 'none', nothing to fold")
             return None
@@ -53,7 +51,7 @@ class MergeStage(Stage):
             log.info("[platypus] merge: using merge.adapters; this run's train adapter is not among them "
                      "(list 'train' in merge.adapters to include it)")
         chosen = chosen or ([trained] if trained else [])
-        recipe.check(cfg.merge, chosen)  # before hashing or loading anything
+        recipe.check(chosen)  # before hashing or loading anything
         base = models.base_model(cfg)
         return {"adapters": chosen, "base": base, "target": resolve_target(cfg.merge, base, cfg.cache_dir)}
 

@@ -1,10 +1,10 @@
 """merge=weighted: several adapters combined with PEFT's ``add_weighted_adapter``, then folded.
 
-What each ``merge.combination`` computes, per targeted layer (``s_i`` = adapter i's scaling ``alpha/r``):
+What each ``merge.recipe.combination`` computes, per targeted layer (``s_i`` = adapter i's scaling ``alpha/r``):
 
 - ``cat``: exact, ``ΔW = Σ w_i s_i B_i A_i`` (the factors are stacked: rank = Σ r_i; ranks may differ).
 - ``svd`` and the ``*_svd`` variants: ``Σ w_i s_i B_i A_i`` (after TIES/DARE/pruning for the variants),
-  re-factorised by a truncated SVD to ``merge.svd_rank`` (default: the largest input rank); ranks may differ.
+  re-factorised by a truncated SVD to ``merge.recipe.svd_rank`` (default: the largest input rank); ranks may differ.
 - ``linear``, ``ties``, ``dare_linear``, ``dare_ties``, ``magnitude_prune``: PEFT combines the A and the B
   factors separately, each scaled by ``sqrt(w_i s_i)``: ``ΔW = (Σ √(w_i s_i) B_i)(Σ √(w_i s_i) A_i)``
   (TIES/DARE/pruning applied to the A's and the B's), so with several adapters this is *not* the weighted
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 import torch
 
@@ -36,91 +38,79 @@ SIGN_METHODS = ("total", "frequency")
 COMBINED = "weighted"  # the name of the combined adapter
 
 
+@dataclass
 class Weighted(Recipe):
     name = "weighted"
     several = True
-    reads = ("weights", "density")
+    weights: List[float] = field(default_factory=list)  # one per adapter, in the order of merge.adapters (>= 0); empty: 1.0 each
+    combination: str = "cat"  # a PEFT add_weighted_adapter combination_type (COMBINATIONS)
+    density: Optional[float] = None  # (0, 1]: the fraction kept by ties/dare/magnitude_prune (required there)
+    majority_sign_method: str = "total"  # total | frequency (ties, dare_ties and their svd variants)
+    svd_rank: Optional[int] = None  # *svd combinations: rank of the result (default: the largest input rank)
+    svd_clamp: Optional[float] = None  # *svd combinations: quantile clamp of the factors (default: none)
 
-    def check_settings(self, cfg) -> None:
-        super().check_settings(cfg)
-        if cfg.combination not in COMBINATIONS:
-            raise PlatypusError(
-                f"merge.combination={cfg.combination!r} is not one of PEFT's add_weighted_adapter combination types: "
-                f"{list(COMBINATIONS)}."
-            )
-        weights = [float(w) for w in cfg.weights]
-        for i, w in enumerate(weights):
+    def __post_init__(self) -> None:
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"combination={self.combination!r} is not one of PEFT's add_weighted_adapter combination "
+                             f"types: {list(COMBINATIONS)}.")
+        for i, w in enumerate(self.weights):
             if not math.isfinite(w) or w < 0:
-                raise PlatypusError(
-                    f"merge.weights[{i}]={w}: weights must be finite and >= 0 (negative weights, i.e. subtracting an "
-                    f"adapter, are not supported by this recipe; merge=task_arithmetic subtracts)."
-                )
-        if weights and sum(weights) == 0:
-            raise PlatypusError("merge.weights are all 0: the merge would leave the target unchanged.")
-        density = cfg.density
-        if cfg.combination in USES_DENSITY:
-            if density is None or not (0 < density <= 1):
-                raise PlatypusError(
-                    f"merge.combination={cfg.combination} needs merge.density in (0, 1] (the fraction of values "
-                    f"kept), got {density}; set e.g. merge.density=0.5."
-                )
-        elif density is not None:
-            raise PlatypusError(
-                f"merge.density={density} does not apply to merge.combination={cfg.combination}; it is used by "
-                f"{list(USES_DENSITY)}. Remove it (merge.density=null)."
-            )
-        if cfg.majority_sign_method not in SIGN_METHODS:
-            raise PlatypusError(
-                f"merge.majority_sign_method={cfg.majority_sign_method!r}: use one of {list(SIGN_METHODS)} "
-                f"(used by {list(USES_SIGN)})."
-            )
-        if cfg.svd_rank is not None and (not cfg.combination.endswith("svd") or cfg.svd_rank < 1):
-            raise PlatypusError(
-                f"merge.svd_rank={cfg.svd_rank}: a positive rank, used by the *svd combinations only "
-                f"(combination is {cfg.combination})."
-            )
+                raise ValueError(f"weights[{i}]={w}: weights must be finite and >= 0 (negative weights, i.e. "
+                                 f"subtracting an adapter, are not supported here; merge=task_arithmetic subtracts).")
+        if self.weights and sum(self.weights) == 0:
+            raise ValueError("weights are all 0: the merge would leave the target unchanged.")
+        if self.combination in USES_DENSITY and (self.density is None or not (0 < self.density <= 1)):
+            raise ValueError(f"combination={self.combination} needs density in (0, 1] (the fraction of values kept), "
+                             f"got {self.density}; set e.g. merge.recipe.density=0.5.")
+        if self.combination not in USES_DENSITY and self.density is not None:
+            raise ValueError(f"density={self.density} does not apply to combination={self.combination}; it is used "
+                             f"by {list(USES_DENSITY)}. Remove it (merge.recipe.density=null).")
+        if self.majority_sign_method not in SIGN_METHODS:
+            raise ValueError(f"majority_sign_method={self.majority_sign_method!r}: use one of {list(SIGN_METHODS)} "
+                             f"(used by {list(USES_SIGN)}).")
+        if self.svd_rank is not None and (not self.combination.endswith("svd") or self.svd_rank < 1):
+            raise ValueError(f"svd_rank={self.svd_rank}: a positive rank, used by the *svd combinations only "
+                             f"(combination is {self.combination}).")
 
-    def check(self, cfg, adapters) -> list[float]:
-        super().check(cfg, adapters)
-        weights = [float(w) for w in cfg.weights]
-        if weights and len(weights) != len(adapters):
+    def check(self, adapters) -> list[float]:
+        super().check(adapters)
+        if self.weights and len(self.weights) != len(adapters):
             raise PlatypusError(
-                f"merge.weights has {len(weights)} weight(s) for {len(adapters)} adapter(s); give one weight per "
-                f"adapter, in the order of merge.adapters, or leave merge.weights empty for 1.0 each."
+                f"merge.recipe.weights has {len(self.weights)} weight(s) for {len(adapters)} adapter(s); give one "
+                f"weight per adapter, in the order of merge.adapters, or leave it empty for 1.0 each."
             )
         configs = [adapter_config(a) for a in adapters]
         for adapter, config in zip(adapters, configs):
             if config.get("peft_type", "LORA") != "LORA":
-                raise PlatypusError(
-                    f"merge.recipe={self.name} combines LoRA adapters (add_weighted_adapter); {adapter} is "
-                    f"{config.get('peft_type')}."
-                )
+                raise PlatypusError(f"merge recipe {self.name} combines LoRA adapters (add_weighted_adapter); "
+                                    f"{adapter} is {config.get('peft_type')}.")
             if config.get("use_dora"):
                 raise PlatypusError(
-                    f"merge.recipe={self.name}: {adapter} is a DoRA adapter (use_dora=true); add_weighted_adapter "
+                    f"merge recipe {self.name}: {adapter} is a DoRA adapter (use_dora=true); add_weighted_adapter "
                     f"combines only the A/B factors, not DoRA's magnitude vectors. Fold it alone (merge=into_base)."
                 )
-        if len(adapters) > 1 and cfg.combination in EQUAL_RANK:
+        if len(adapters) > 1 and self.combination in EQUAL_RANK:
             ranks = [adapter_rank(c) for c in configs]
             if len(set(json.dumps(r, sort_keys=True) for r in ranks)) > 1:
                 listed = ", ".join(f"r={r}{' ' + str(p) if p else ''} ({a})" for (r, p), a in zip(ranks, adapters))
                 raise PlatypusError(
-                    f"merge.combination={cfg.combination} needs adapters of equal rank: PEFT combines their A and B "
-                    f"factors separately (each scaled by sqrt(weight)), which only lines up for equal ranks; got "
-                    f"{listed}. Use merge.combination=cat (exact weighted sum, rank = sum of ranks) or an *_svd "
-                    f"variant (re-factorised to merge.svd_rank)."
+                    f"merge.recipe.combination={self.combination} needs adapters of equal rank: PEFT combines their A "
+                    f"and B factors separately (each scaled by sqrt(weight)), which only lines up for equal ranks; got "
+                    f"{listed}. Use combination=cat (exact weighted sum, rank = sum of ranks) or an *_svd variant "
+                    f"(re-factorised to merge.recipe.svd_rank)."
                 )
-        return weights or [1.0] * len(adapters)
+        return list(self.weights) or [1.0] * len(adapters)
 
-    def combine(self, peft_model, names, weights, cfg, seed) -> tuple[str, list[str]]:
-        return add_weighted(peft_model, names, weights, seed, combination_type=cfg.combination, svd_rank=cfg.svd_rank,
-                            svd_clamp=cfg.svd_clamp, density=cfg.density, majority_sign_method=cfg.majority_sign_method)
+    def combine(self, peft_model, names, weights, seed) -> tuple[str, list[str]]:
+        return add_weighted(peft_model, names, weights, seed, combination_type=self.combination,
+                            svd_rank=self.svd_rank, svd_clamp=self.svd_clamp, density=self.density,
+                            majority_sign_method=self.majority_sign_method)
 
-    def describe(self, cfg, weights, seed) -> dict:
-        return {"how": "PEFT add_weighted_adapter", "combination": cfg.combination, "weights": weights,
-                "density": cfg.density,
-                "majority_sign_method": cfg.majority_sign_method if cfg.combination in USES_SIGN else None,
-                "svd_rank": cfg.svd_rank, "svd_clamp": cfg.svd_clamp, "seed": seed}
+    def describe(self, weights, seed) -> dict:
+        return {"how": "PEFT add_weighted_adapter", "combination": self.combination, "weights": weights,
+                "density": self.density,
+                "majority_sign_method": self.majority_sign_method if self.combination in USES_SIGN else None,
+                "svd_rank": self.svd_rank, "svd_clamp": self.svd_clamp, "seed": seed}
 
 
 def add_weighted(peft_model, names, weights, seed, **options) -> tuple[str, list[str]]:
@@ -139,5 +129,3 @@ def add_weighted(peft_model, names, weights, seed, **options) -> tuple[str, list
                         f"exact weighted sum of the adapters' deltas (use 'cat' for that)")
     return COMBINED, warnings
 
-
-RECIPE = Weighted()
