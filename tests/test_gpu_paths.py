@@ -18,8 +18,7 @@ from platypus.runtime import hardware, models
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.evaluate import backends, report
 from platypus.stages.evaluate.runner import EvalModel
-from tests import compose_config
-from tests.test_train import ROWS, configs
+from tests.helpers import ROWS, compose_config, train_configs as configs
 
 REPO = Path(__file__).resolve().parents[1]
 
