@@ -1,11 +1,12 @@
 # make run   -- the embedded default pipeline (SmolLM2-135M + bundled data, CPU, offline)
-# make test  -- the test suite
+# make test  -- the test suite (what CI runs)
+# make test-fast -- the unit tier: no processes, wheels or real models (about a minute)
 # Both create .venv and install everything on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=offline
 
-.PHONY: install run test clean
+.PHONY: install run test test-fast clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -23,6 +24,9 @@ run: install
 
 test: install
 	$(OFFLINE) $(PY) -m pytest -q $(ARGS)
+
+test-fast: install
+	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not e2e" $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -1,17 +1,22 @@
-"""Blocked greedy semantic dedup vs the paper's loop, then scaling on synthetic vectors.
+"""Semantic dedup: exact vs approximate search, on the bundled rows and on synthetic sets up to 10M rows.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_dedup.py [--cache-dir DIR] [--sizes 10000 100000]
+    HF_HUB_OFFLINE=1 python benchmarks/bench_dedup.py [--cache-dir DIR] [--sizes 1000000 10000000]
+        [--exact-up-to 200000] [--recall-sample 200000] [--data-dir /tmp/curate-bench]
 
-1. All 13,984 rows of the bundled raw rebuild (embedded once, cached): ours vs a faithful
-   re-implementation of the paper's loop (sklearn ``cosine_similarity`` of each new row
-   against the list of kept rows); asserts the same kept set, prints both times and the ratio.
-2. Synthetic L2-normalised vectors (dim 384, ~10% planted near-duplicates of earlier rows),
-   each size in a fresh subprocess so its peak RSS is its own.
+1. All 13,984 rows of the bundled raw rebuild (embedded once, cached): the paper's loop (sklearn
+   ``cosine_similarity`` per row against the kept list), the exact blocked pass and the approximate search;
+   asserts that all three keep the same rows.
+2. Synthetic clustered unit vectors with planted near-duplicates (_synthetic.py; float16 files under
+   --data-dir, reused by later runs). Each (size, search) runs in a child process, so its wall time, CPU time
+   and peak RSS are its own. Exact runs only up to --exact-up-to rows. Approximate runs report the recall of
+   the dropped set and the rows dropped that exact keeps, against an exact pass over the first
+   --recall-sample rows (a prefix decides alone), and the share of planted copies dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -21,7 +26,9 @@ from pathlib import Path
 import numpy as np
 from _common import DEFAULT_CACHE, MODEL, data_mixture, timed
 
+from platypus.stages.curate.approximate import approximate_dedup
 from platypus.stages.curate.embed import Embedder
+from platypus.stages.curate.search import IndexParams
 from platypus.stages.curate.semantic import semantic_dedup
 
 THRESHOLD = 0.8
@@ -40,54 +47,37 @@ def paper_loop(embeddings: np.ndarray, threshold: float) -> np.ndarray:
     return np.array(kept)
 
 
-def synthetic(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
-    """Random unit vectors, ~10% replaced by noisy copies of earlier rows (cosine ~0.78-0.98)."""
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((n, dim), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    copies = rng.choice(np.arange(1, n), size=n // 10, replace=False)
-    sources = (rng.random(len(copies)) * copies).astype(np.int64)
-    sigma = rng.uniform(0.2, 0.8, (len(copies), 1)).astype(np.float32)
-    noise = rng.standard_normal((len(copies), dim), dtype=np.float32) / np.sqrt(dim, dtype=np.float32)
-    vectors[copies] = vectors[sources] + sigma * noise
-    vectors[copies] /= np.linalg.norm(vectors[copies], axis=1, keepdims=True)
-    return vectors
-
-
 def real_rows(cache_dir: Path) -> None:
     from platypus.data import load_mixture
 
     rows, _ = load_mixture(data_mixture("open_platypus_rebuild"), "error", 0)
-    texts = [r["instruction"] + " " + r["input"] for r in rows]
-    embeddings, seconds = timed(Embedder(MODEL, cache_dir).encode, texts)
+    embeddings, seconds = timed(Embedder(MODEL, cache_dir).encode, [r["instruction"] + " " + r["input"] for r in rows])
     print(f"real: {len(rows)} rows embedded in {seconds:.1f} s (cached after the first run)", flush=True)
     ours, t_ours = timed(semantic_dedup, embeddings, THRESHOLD)
-    ours_kept = np.flatnonzero(ours.keep)
-    print(f"real: ours kept {len(ours_kept)} in {t_ours:.3f} s", flush=True)
+    (approx, report), t_approx = timed(approximate_dedup, embeddings, THRESHOLD, log=lambda _: None)
     paper_kept, t_paper = timed(paper_loop, embeddings, THRESHOLD)
-    print(f"real: paper loop kept {len(paper_kept)} in {t_paper:.1f} s", flush=True)
-    if not np.array_equal(ours_kept, paper_kept):
-        differ = np.setxor1d(ours_kept, paper_kept)
-        raise AssertionError(f"kept sets differ on {len(differ)} rows: {differ[:20]}")
-    print(f"real: same kept set; speed-up {t_paper / t_ours:.0f}x", flush=True)
+    for name, kept in (("paper loop", paper_kept), ("approximate", np.flatnonzero(approx.keep))):
+        if not np.array_equal(np.flatnonzero(ours.keep), kept):
+            raise AssertionError(f"{name}: kept set differs from the exact pass on {len(np.setxor1d(ours.keep, kept))} rows")
+    print(f"real: all three keep the same {int(ours.keep.sum())} rows; exact {t_ours:.2f} s, approximate "
+          f"{t_approx:.2f} s ({report['index']}, nprobe {report['nprobe']}), paper loop {t_paper:.1f} s", flush=True)
 
 
-def one_synthetic(n: int, check: bool, screen: str, compare_exact: bool) -> None:
-    vectors = synthetic(n)
-    start = time.perf_counter()
-    result = semantic_dedup(vectors, THRESHOLD, screen=screen)
-    seconds = time.perf_counter() - start
-    peak_gib = peak_rss_kib() / 2**20
-    line = f"synthetic n={n} screen={screen}: kept {int(result.keep.sum())} in {seconds:.2f} s, peak RSS {peak_gib:.2f} GiB"
-    if compare_exact:
-        exact, t_exact = timed(semantic_dedup, vectors, THRESHOLD, screen="off")
-        assert np.array_equal(exact.keep, result.keep), "screened != exact fp32"
-        line += f"; exact fp32 pass {t_exact:.1f} s, same kept set ({t_exact / seconds:.1f}x)"
-    if check:
-        naive, t_naive = timed(naive_loop, vectors, THRESHOLD)
-        assert np.array_equal(naive, result.keep), "blocked != naive loop"
-        line += f"; naive numpy loop {t_naive:.1f} s, same kept set"
-    print(line, flush=True)
+def one_run(n: int, search: str, data_dir: Path, recall_sample: int, nprobe: int) -> dict:
+    from _synthetic import make
+
+    vectors, planted = make(data_dir / f"synthetic-{n}.f16", n)
+    wall, cpu = time.perf_counter(), time.process_time()
+    if search == "exact":
+        result = semantic_dedup(vectors.read(0, n), THRESHOLD)
+        report = {}
+    else:
+        result, report = approximate_dedup(vectors, THRESHOLD, params=IndexParams(nprobe=nprobe),
+                                           recall_sample=recall_sample)
+    return {"rows": n, "search": search, "wall_s": round(time.perf_counter() - wall, 1),
+            "cpu_s": round(time.process_time() - cpu, 1), "peak_rss_gib": round(peak_rss_kib() / 2**20, 2),
+            "dropped": int((~result.keep).sum()), "planted_dropped": round(float((~result.keep[planted[:, 0]]).mean()), 5),
+            **report}
 
 
 def peak_rss_kib() -> int:
@@ -98,37 +88,28 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # non-Linux fallback
 
 
-def naive_loop(vectors: np.ndarray, threshold: float) -> np.ndarray:
-    kept = np.empty_like(vectors)
-    mask = np.zeros(len(vectors), bool)
-    n_kept = 0
-    for i, v in enumerate(vectors):
-        if n_kept == 0 or (kept[:n_kept] @ v).max() < threshold:
-            kept[n_kept] = v
-            n_kept += 1
-            mask[i] = True
-    return mask
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/curate-bench"))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--exact-up-to", type=int, default=200_000)
+    parser.add_argument("--recall-sample", type=int, default=200_000)
+    parser.add_argument("--nprobe", type=int, default=IndexParams.nprobe)
     parser.add_argument("--skip-real", action="store_true")
-    parser.add_argument("--screen", default="auto", help="curate.dedup.screen for the synthetic sizes (auto|off|bf16)")
-    parser.add_argument("--compare-exact-up-to", type=int, default=100_000,
-                        help="also run the unscreened fp32 pass up to this size and assert the same kept set")
-    parser.add_argument("--synthetic", type=int, help=argparse.SUPPRESS)  # one size, in a subprocess
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # size, search: in a child process
     args = parser.parse_args()
-    if args.synthetic:
-        one_synthetic(args.synthetic, args.synthetic <= 10_000, args.screen,
-                      args.screen != "off" and args.synthetic <= args.compare_exact_up_to)
+    if args.one:
+        print("RESULT " + json.dumps(one_run(int(args.one[0]), args.one[1], args.data_dir, args.recall_sample,
+                                             args.nprobe)), flush=True)
         return
     if not args.skip_real:
         real_rows(args.cache_dir)
+    args.data_dir.mkdir(parents=True, exist_ok=True)
     for n in args.sizes:
-        subprocess.run([sys.executable, __file__, "--synthetic", str(n), "--screen", args.screen,
-                        "--compare-exact-up-to", str(args.compare_exact_up_to)], check=True)
+        for search in ("exact", "approximate") if n <= args.exact_up_to else ("approximate",):
+            subprocess.run([sys.executable, __file__, "--one", str(n), search, "--data-dir", str(args.data_dir),
+                            "--recall-sample", str(args.recall_sample), "--nprobe", str(args.nprobe)], check=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ are this one Hydra app, composed from the package's configs (``conf/``).
     platypus --multirun curate.dedup.threshold=0.7,0.8 lora=platypus,attention
 
 Before Hydra starts a job, :func:`platypus.cli.precheck` names unknown keys and group options (with the closest
-valid names), wrong types and an unwritable output folder in one paragraph (exit code 2).
+valid names), wrong types and an unwritable output folder in one paragraph (exit code 2); a write that fails
+later, Hydra's own included, is one paragraph too (platypus/runtime/failures.py).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     from platypus.cli import precheck
+    from platypus.runtime.failures import hydra_app_reported
 
     precheck(sys.argv[1:])
-    app()
+    hydra_app_reported(app)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from platypus.runtime import integrity
 from platypus.runtime.cache import MANIFEST, Entry, StageCache
 from platypus.runtime.errors import fail
+from platypus.runtime.failures import reported
 
 
 def _config(overrides: list[str]):
@@ -106,6 +107,17 @@ def gc(cache: StageCache, max_gb: float | None, older_than_days: float | None, f
     return 0
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Nonsense is refused before anything is read or removed: a negative budget or age is a typo, not a request
+    to empty the cache."""
+    for flag, value in (("--max-gb", args.max_gb), ("--older-than", args.older_than)):
+        if value is not None and not value >= 0:  # also NaN
+            example = "--max-gb 20: keep the cache within 20 GB" if flag == "--max-gb" else \
+                "--older-than 30: entries unused for 30 days"
+            fail(f"{args.command} {flag} {value:g}: must be a number >= 0 (e.g. {example}). Nothing was read or "
+                 f"removed.", False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m platypus.cache", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("list", "verify", "du", "gc"))
@@ -117,10 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="gc: print what would go, remove nothing")
     parser.add_argument("--set-aside", action="store_true", help="verify: move damaged entries aside now")
     args = parser.parse_intermixed_args(argv)  # overrides before or after the options
+    check_arguments(args)
     cfg = _config(args.overrides)
     if not cfg.get("stage_cache"):
         fail("The stage cache is off (stage_cache=null): there is nothing to inspect.", False)
     cache = StageCache(Path(str(cfg.stage_cache)).expanduser())
+    with reported(cache.root):
+        return run_command(args, cfg, cache)
+
+
+def run_command(args: argparse.Namespace, cfg, cache: StageCache) -> int:
     if args.command == "list":
         return list_entries(cache)
     if args.command == "verify":

@@ -17,9 +17,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
-    BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, DTYPE, DTYPES, EVAL_BACKENDS,
-    LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS, QUANTIZATIONS, RESUME,
-    SIMILARITY, STAGES, SUBSETS, choice, positive, ranged, unit_interval,
+    BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
+    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS,
+    QUANTIZATIONS, RESUME,
+    SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
 
 CONFIG_MODULE = "platypus.conf"  # the config groups: conf/ in a checkout, shipped in the wheel under this name
@@ -53,7 +54,9 @@ class SourceConfig:
     # Hub dataset id, local file (.json/.jsonl/.parquet/.csv, optionally .gz) or
     # ``bundled:<file>`` for a file shipped in ``platypus/resources/datasets``.
     path: str = MISSING
-    split: str = "train"
+    # Where the records come from: a plug-in (platypus/data/kinds.py) named by ``_target_`` with its parameters, e.g.
+    # {_target_: platypus.data.kinds.HubDataset, split: train, revision: <commit>}; null: chosen by ``path``.
+    kind: Optional[Dict[str, Any]] = None
     # Target field -> column in the source. ``data_source`` may be mapped to a column too.
     fields: Dict[str, str] = field(
         default_factory=lambda: {"instruction": "instruction", "input": "input", "output": "output"}
@@ -87,6 +90,8 @@ class EmbeddingConfig:
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     batch_size: int = ranged(64, positive)
     device: str = "cpu"
+    # > 1: sentence-transformers' multi-process pool, one process per copy of `device` (cpu, or cuda:N ids)
+    processes: int = ranged(1, positive)
 
 
 @dataclass
@@ -105,6 +110,11 @@ class SemanticDedupConfig:
     # bf16 screening pass + exact fp32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
     # AMX. auto = on for >= 50,000 rows on such CPUs | off | bf16.
     screen: str = choice("auto", DEDUP_SCREENS, NOT_KNOWN)
+    # exact: the blocked greedy pass (cost ~ rows x kept) | approximate: faiss index, candidates re-scored
+    # exactly (platypus/stages/curate/search.py) | auto: exact up to curate.search.exact_up_to rows
+    search: str = choice("auto", SEARCHES, NOT_KNOWN)
+    # approximate only: also run the exact pass on the first N rows and report the recall of the dropped set
+    recall_sample: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: no sample).")
 
 
 @dataclass
@@ -115,8 +125,17 @@ class DecontaminateConfig:
     benchmarks: List[str] = field(
         default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
     )
+    search: str = choice("auto", SEARCHES, NOT_KNOWN)  # as curate.dedup.search (index over the rows)
     # e.g. 13: independent n-gram overlap detector
     ngram: Optional[int] = ranged(None, positive, "{key}={value} must be a positive integer or null.")
+
+
+@dataclass
+class SearchConfig:
+    """The approximate search's index (faiss IVF, 8-bit codes; platypus/stages/curate/search.py)."""
+    exact_up_to: int = ranged(100_000, positive)  # search=auto: exact search up to this many rows
+    nlist: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: 4 * sqrt(rows)).")  # k-means lists
+    nprobe: int = ranged(8, positive)  # lists visited per query
 
 
 @dataclass
@@ -127,6 +146,7 @@ class CurateConfig:
     # says enabled: false is skipped).
     steps: List[str] = field(default_factory=lambda: ["exact_dedup", "semantic_dedup", "decontaminate"])
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
@@ -168,6 +188,7 @@ class ModelConfig:
     # Hub id, local folder, or ``package:<python package>`` (a folder shipped in a wheel).
     path: str = MISSING
     gguf_file: Optional[str] = None
+    # Hub ids: the branch, tag or commit loaded (null: the newest); downloaded as that snapshot, recorded resolved.
     revision: Optional[str] = None
     dtype: str = choice("float32", DTYPES, DTYPE)
     # Hugging Face config keys (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
@@ -293,6 +314,10 @@ class EvalConfig:
     parallelize: bool = False
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
+    # Which few-shot exemplars ARC and HellaSwag see: lm_eval (today's sampler) | v1 (the leaderboard harness
+    # b281b09's stream, replayed exactly: platypus/stages/evaluate/fewshot_v1.py)
+    fewshot_stream: str = choice("lm_eval", FEWSHOT_STREAMS, "{key}={value!r}: use lm_eval (today's sampler) or v1 "
+                                 "(the v1 leaderboard's exemplars, replayed).")
 
 
 @dataclass
@@ -319,7 +344,12 @@ class PublishedConfig:
 
     model: str = MISSING  # the released model (hub id)
     source: str = MISSING  # where the numbers were read
-    scores: Dict[str, float] = field(default_factory=dict)  # eval.tasks key -> percent
+    # The revision of that page (model card commit, or the leaderboard's details dataset commit) the numbers were
+    # read from: cards were edited after release (tables copied between models, removed), so a number without one
+    # cannot be checked. "unknown" (with the reason in the preset) where it could not be identified.
+    card_revision: str = MISSING
+    # eval.tasks key -> percent; null where none was published (a preset inherits its parent's keys, so it says so)
+    scores: Dict[str, Optional[float]] = field(default_factory=dict)
     average: Optional[float] = None
     note: Optional[str] = None
 
@@ -327,7 +357,8 @@ class PublishedConfig:
 # --------------------------------------------------------------------------- root
 @dataclass
 class RootConfig:
-    stages: List[str] = field(default_factory=lambda: list(STAGES))
+    stages: List[str] = MISSING  # which stages run (conf/config.yaml), keys of stage_classes
+    stage_classes: Dict[str, Any] = field(default_factory=dict)  # stage name -> its Stage class (_target_)
     # Print the run's plan (stages, downloads and their sizes, memory per stage, GPU time on an A100 and an H100)
     # and stop: nothing is downloaded, loaded or run (platypus/plan.py).
     plan: bool = False

@@ -11,7 +11,6 @@ from typing import Any, Callable
 from omegaconf import MISSING
 
 # The choice sets, each spelled once (modules that need them import them from here).
-STAGES = ("curate", "train", "merge", "evaluate")
 MODEL_ROLES = ("base", "target", "adapter", "merged")  # the models a run can evaluate (target: merge.target)
 DTYPES = ("bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
@@ -19,8 +18,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BENCHMARK_SOURCES = ("bundled", "hub")
 EVAL_BACKENDS = ("prefix", "hf", "vllm")
 SUBSETS = ("random", "first")
+FEWSHOT_STREAMS = ("lm_eval", "v1")  # eval.fewshot_stream: platypus/stages/evaluate/fewshot_v1.py
 DEDUP_KEEP = ("first", "longest")
 DEDUP_SCREENS = ("auto", "off", "bf16")
+SEARCHES = ("auto", "exact", "approximate")  # curate.dedup.search / curate.decontaminate.search
 DECONTAMINATION_POLICIES = ("all", "nearest_only")
 ON_BAD_ROW = ("error", "skip")
 LORA_BIAS = ("none", "all", "lora_only")
@@ -78,13 +79,11 @@ def _check_field(key: str, value: Any, meta: Any) -> None:
         raise PlatypusError(meta["message"].format(key=key, value=value))
 
 
-def validate(cfg: Any, schema: type | None = None, prefix: str = "") -> None:
+def validate(cfg: Any, schema: type, prefix: str = "") -> None:
     """Every declared choice and range of a composed config (or of one node, with its ``schema`` and key
     ``prefix``): raises PlatypusError with the field's message for the first value outside them."""
     from omegaconf import OmegaConf
 
-    if schema is None:
-        from platypus.config import RootConfig as schema
     hints = typing.get_type_hints(schema)
     for f in fields(schema):
         value = OmegaConf.select(cfg, f.name, throw_on_missing=False) if OmegaConf.is_config(cfg) else cfg[f.name]

@@ -14,8 +14,10 @@ def main() -> None:
     from lm_eval.__main__ import cli_evaluate
 
     import platypus.stages.evaluate.prefix  # noqa: F401 - registers hf-prefix with lm-eval
+    from platypus.runtime.failures import reported
 
-    cli_evaluate()
+    with reported():  # a full disk under --output_path: the paragraph, exit code 2
+        cli_evaluate()
 
 
 if __name__ == "__main__":

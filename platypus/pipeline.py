@@ -8,52 +8,75 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from platypus import stages
-from platypus.config import STAGES
+from platypus.config import RootConfig
 from platypus.fields import validate
 from platypus.runtime import tracking
-from platypus.runtime.errors import PlatypusError, fail, is_write_error, write_error_message
+from platypus.runtime.errors import PlatypusError, fail
+from platypus.runtime.failures import message, write_failure
 from platypus.runtime.lock import exclusive
 from platypus.runtime.run import Run, process_rank, world_size
 from platypus.stages import Artifacts
 
 
-def check_stages(names: list[str]) -> None:
-    unknown = [s for s in names if s not in STAGES]
+def check_stages(cfg: DictConfig) -> None:
+    names, order = list(cfg.stages), stages.known(cfg)
+    unknown = [s for s in names if s not in order]
     if unknown:
-        raise PlatypusError(f"stages={list(names)}: unknown stage(s) {unknown}; valid stages are {list(STAGES)}.")
-    if len(set(names)) != len(names) or list(names) != sorted(names, key=STAGES.index):
-        raise PlatypusError(
-            f"stages={list(names)}: stages run in the order {list(STAGES)}, each at most once; e.g. stages=[train,merge]."
-        )
+        raise PlatypusError(f"stages={names}: unknown stage(s) {unknown}; valid stages are {order} (stage_classes).")
+    if len(set(names)) != len(names) or names != sorted(names, key=order.index):
+        raise PlatypusError(f"stages={names}: stages run in the order {order}, each at most once; e.g. "
+                            f"stages=[{','.join(order[1:3])}].")
 
 
 def check_config(cfg: DictConfig) -> None:
     """Everything that can be checked before any stage works: the stage list, the schema's choices and ranges,
     and each selected stage's own check (its settings and the inputs its config names, nothing loaded)."""
-    check_stages(list(cfg.stages))
-    validate(cfg)
+    check_stages(cfg)
+    validate(cfg, RootConfig)
     tracking.build_tracker(cfg.logger)
     for name in cfg.stages:
-        stages.get(name).check(cfg)
+        stages.get(cfg, name).check(cfg)
+
+
+class CheckConfig(Callback):
+    """The composed job checks itself before Hydra makes its run folder (a sweep: its shared settings before the
+    first job, each job's own values when the job starts): one paragraph and exit code 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        if config.get("plan"):  # a plan for a GPU run is asked for on a machine without one
+            return
+        try:
+            check_config(config)
+        except PlatypusError as error:
+            fail(str(error), bool(config.get("traceback")))
 
 
 def found_in(run: Run) -> Artifacts:
     """The artifacts of the stages this run folder finished earlier (and does not run again now)."""
     found: Artifacts = {}
-    for name in STAGES:
+    for name in stages.known(run.cfg):
         folder = run.finished(name)
         if folder and name not in run.cfg.stages:
-            found.update(stages.get(name).outputs(folder))
+            found.update(stages.get(run.cfg, name).outputs(folder))
     return found
 
 
 def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
     """Run ``cfg.stages`` in ``root``; the leaderboard average of the last evaluated model, if evaluated."""
-    check_stages(list(cfg.stages))
+    check_stages(cfg)
     if world_size() > 1 and list(cfg.stages) != ["train"]:
         raise PlatypusError(
             f"stages={list(cfg.stages)} under a multi-process launcher: only training is distributed. Run "
@@ -73,7 +96,7 @@ def _run_stages(cfg: DictConfig, root: Path) -> float | None:
     try:
         found = found_in(run)
         for stage_name in cfg.stages:
-            stage = stages.get(stage_name)
+            stage = stages.get(cfg, stage_name)
             inputs = stage.inputs(cfg, found, run)
             if inputs is None:  # nothing to do (merge=none, evaluate.plan=true)
                 continue
@@ -81,6 +104,8 @@ def _run_stages(cfg: DictConfig, root: Path) -> float | None:
                                          lambda out: stage.run(cfg, inputs, out, run))
             if process_rank() == 0:
                 stage.log(run, folder, manifest)
+            measured = stage.objective(manifest)
+            run.objective = run.objective if measured is None else measured
             found.update(stage.outputs(folder))
         run.trim_cache()
         return run.objective
@@ -97,8 +122,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def run_checked(cfg: DictConfig, root: Path) -> float | None:
-    """Check every setting, then run the pipeline; a PlatypusError, or an OSError of the disk or the
-    permissions, becomes one paragraph on stderr and exit code 2 (``traceback=true``: the traceback)."""
+    """Check every setting, then run the pipeline; a PlatypusError, or a failed write (whichever library raised
+    it: platypus/runtime/failures.py), becomes one paragraph on stderr and exit code 2 (``traceback=true``: the
+    traceback)."""
     from omegaconf import errors as omegaconf_errors
 
     show_traceback = bool(cfg.get("traceback"))
@@ -112,10 +138,11 @@ def run_checked(cfg: DictConfig, root: Path) -> float | None:
         return run_pipeline(cfg, root)
     except PlatypusError as error:
         fail(str(error), show_traceback)
-    except OSError as error:
-        if not is_write_error(error):
-            raise
-        fail(write_error_message(error, root), show_traceback)
     except omegaconf_errors.MissingMandatoryValue as error:
         fail(f"Config key '{error.full_key}' has no value (???): set it, e.g. {error.full_key}=<value>.", show_traceback)
+    except Exception as error:  # noqa: BLE001 - only a failed write is handled here; the rest is re-raised
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        fail(message(failure, root), show_traceback)
     return None

@@ -21,7 +21,9 @@ from hydra.experimental.callback import Callback
 
 from platypus.config import MODEL_ROLES
 from platypus.runtime.errors import EXIT_USER_ERROR
-from platypus.runs import NUMBERS, collect, find_runs
+from platypus.runtime.failures import reported
+from platypus.runs import collect, find_runs
+from platypus.stages.evaluate.report import NUMBERS
 
 log = logging.getLogger("platypus")
 # The columns around the per-model metrics; each curate step's removals (``removed_<step>`` in the curate
@@ -99,9 +101,10 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_summary(paths: Iterable[Path], out: Path) -> list[dict[str, Any]]:
-    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``out``; return the rows."""
-    rows = collect(paths)
+def write_summary(paths: Iterable[Path], out: Path, cfg: Any = None) -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``out``; return the rows. ``cfg``: the
+    config naming the stage classes (default: the app's)."""
+    rows = collect(paths, cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = columns(rows)
@@ -154,7 +157,7 @@ class SweepSummaryCallback(Callback):
             os.environ[SWEPT_ENV] = self._previous
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            rows = write_summary([sweep_dir], sweep_dir)
+            rows = write_summary([sweep_dir], sweep_dir, config)
         except Exception as error:  # noqa: BLE001 - a summary problem must not fail a finished sweep
             log.warning(f"[platypus] sweep summary failed: {type(error).__name__}: {error} "
                         f"(rerun: python -m platypus.report {sweep_dir})")
@@ -179,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no run folders (stage manifests, summary.json or .hydra/) under {', '.join(map(str, args.paths))}",
               file=sys.stderr)
         return EXIT_USER_ERROR
-    rows = write_summary(args.paths, out)
+    with reported(out):
+        rows = write_summary(args.paths, out)
     print((out / "summary.md").read_text(), end="")
     print(f"{len(rows)} run(s) -> {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'summary.png'}")
     return 0

@@ -4,20 +4,18 @@ the final model against the first job's, wall time and which stages were reused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from platypus.config import STAGES
-from platypus.fields import DELTA_KEYS
+from omegaconf import DictConfig
 
-NUMBERS = ("value", "low", "high", "p")  # of a delta, in the csv beside its text
+from platypus import stages
+from platypus.runtime.io import MANIFEST, read_json
 
 # --------------------------------------------------------------------------- finding run folders
 def is_run(folder: Path) -> bool:
-    """A run folder holds a stage manifest, a summary.json, or (a job that failed early) .hydra/overrides.yaml."""
-    return (any((folder / stage / "manifest.json").is_file() for stage in STAGES)
-            or (folder / "summary.json").is_file() or (folder / ".hydra" / "overrides.yaml").is_file())
+    """A run folder holds a stage manifest, or (a job that failed early) .hydra/overrides.yaml."""
+    return any(folder.glob(f"*/{MANIFEST}")) or (folder / ".hydra" / "overrides.yaml").is_file()
 
 
 def find_runs(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
@@ -45,13 +43,6 @@ def _natural(path: Path) -> tuple:
 
 
 # --------------------------------------------------------------------------- one row per run
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _overrides(folder: Path) -> list[str]:
     path = folder / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -62,31 +53,13 @@ def _overrides(folder: Path) -> list[str]:
     return [str(o) for o in loaded]
 
 
-def read_run(folder: Path, job: str) -> dict[str, Any]:
-    manifests = {s: m for s in STAGES if (m := _json(folder / s / "manifest.json")) is not None}
+def read_run(cfg: DictConfig, folder: Path, job: str) -> dict[str, Any]:
+    """One summary row: the job's overrides, each finished stage's own columns, what was reused and the times."""
+    manifests = {s: m for s in stages.known(cfg) if (m := read_json(folder / s / MANIFEST)) is not None}
     overrides = _overrides(folder)
     row: dict[str, Any] = {"job": job, "path": str(folder), "overrides": " ".join(overrides), "_overrides": overrides}
-    curate = manifests.get("curate", {}).get("metrics", {})
-    if curate:
-        row["curate_kept"] = curate.get("kept")
-        if "rows_in" in curate and "kept" in curate:
-            row["curate_removed"] = curate["rows_in"] - curate["kept"]
-        row.update({f"curate_{name}": value for name, value in curate.items() if name.startswith("removed_")})
-    train = manifests.get("train", {}).get("metrics", {})
-    if train:
-        row["train_loss"] = train.get("loss")
-        row["train_steps"] = train.get("steps")
-    summary = _json(folder / "summary.json") or manifests.get("evaluate", {}).get("metrics", {}).get("summary") or {}
-    for model, tasks in summary.items():
-        if not isinstance(tasks, dict):
-            continue
-        for task, metrics in tasks.items():
-            if task in DELTA_KEYS:  # paired deltas vs the run's first model (and the merged model's vs the merge target)
-                row.update(delta_columns(f"{model}/{task}", {t: d for t, d in metrics.items() if t != "reference"}))
-            elif isinstance(metrics, dict):
-                row.update({f"{model}/{task}/{metric}": value for metric, value in metrics.items()})
-            else:
-                row[f"{model}/{task}"] = metrics
+    for name, manifest in manifests.items():
+        row.update(stages.get(cfg, name).summary_row(folder / name, manifest))
     reused = [s for s, m in manifests.items() if m.get("reused")]
     row["reused"] = "+".join(reused)
     row["computed"] = "+".join(s for s in manifests if s not in reused)
@@ -97,51 +70,22 @@ def read_run(folder: Path, job: str) -> dict[str, Any]:
     return row
 
 
-def delta_columns(prefix: str, deltas: dict[str, dict]) -> dict[str, Any]:
-    """``<prefix>/<task>``: "+0.0310 [-0.0040, +0.0660]*" (summary.md), and its numbers for the csv."""
-    from platypus.stages.evaluate.report import delta_text
-
-    out: dict[str, Any] = {}
-    for task, delta in deltas.items():
-        out[f"{prefix}/{task}"] = delta_text(delta)
-        out.update({f"{prefix}/{task}/{k}": delta[k] for k in NUMBERS})
-    return out
-
-
-def final_items(folder: Path) -> tuple[str, dict] | None:
-    """(label, {task: {stratum: {doc id: value}}}) of the last model a run evaluated (merged, else adapter,
-    else base: what the run produced), from its evaluate/results.json."""
-    from platypus.stages.evaluate.documents import task_items
-
-    results = _json(folder / "evaluate" / "results.json")
-    manifest = _json(folder / "evaluate" / "manifest.json")
-    if not results or not manifest:
-        return None
-    label, result = list(results.items())[-1]
-    if "items" not in result:
-        return None  # evaluated before per-document outcomes were kept
-    return label, task_items(result["items"], manifest["config"]["eval"]["tasks"])
+def compare_runs(cfg: DictConfig, rows: list[dict[str, Any]], folders: list[Path]) -> None:
+    """Each stage's comparison of the runs that finished it, against the first of them."""
+    for name in stages.known(cfg):
+        finished = [(row, folder / name) for row, folder in zip(rows, folders) if (folder / name / MANIFEST).is_file()]
+        if len(finished) > 1:
+            columns = stages.get(cfg, name).compare_runs([folder for _, folder in finished])
+            for (row, _), extra in zip(finished, columns):
+                row.update(extra)
 
 
-def compare_with_reference(rows: list[dict[str, Any]], folders: list[Path]) -> None:
-    """Each job's final model against the first job's, paired on the documents both were scored on."""
-    from platypus.stages.evaluate import stats
-    from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
+def collect(paths: Iterable[Path], cfg: DictConfig | None = None) -> list[dict[str, Any]]:
+    """A summary row per run folder under ``paths``; ``cfg`` names the stage classes (default: the app's config)."""
+    if cfg is None:
+        from platypus.config import compose
 
-    finals = [final_items(folder) for folder in folders]
-    if not finals or finals[0] is None:
-        return
-    reference_label, reference = finals[0]
-    rows[0]["vs_ref"] = f"reference ({reference_label})"
-    for row, final in zip(rows[1:], finals[1:]):
-        if final is None:
-            continue
-        row["vs_ref"] = f"{row['job']}/{final[0]} vs {rows[0]['job']}/{reference_label}"
-        deltas = stats.compare(reference, final[1], average_of=LEADERBOARD_V1, average_key=AVERAGE)
-        row.update(delta_columns("vs_ref", {task: d.as_dict() for task, d in deltas.items()}))
-
-
-def collect(paths: Iterable[Path]) -> list[dict[str, Any]]:
+        cfg = compose()
     found = find_runs(paths)
     several = len({top for top, _ in found}) > 1
     rows = []
@@ -149,7 +93,7 @@ def collect(paths: Iterable[Path]) -> list[dict[str, Any]]:
         job = folder.relative_to(top).as_posix() if folder != top else folder.name
         if several:
             job = f"{top.name}/{job}" if folder != top else job
-        rows.append(read_run(folder, job))
+        rows.append(read_run(cfg, folder, job))
     # the overrides that differ between jobs: what the sweep varied
     split = [dict(o.split("=", 1) if "=" in o else (o, "") for o in row["_overrides"]) for row in rows]
     keys = sorted({k for s in split for k in s})
@@ -157,5 +101,5 @@ def collect(paths: Iterable[Path]) -> list[dict[str, Any]]:
     for row, s in zip(rows, split):
         row["swept"] = " ".join(f"{k}={s[k]}" for k in varying if k in s) if len(rows) > 1 else row["overrides"]
     if len(rows) > 1:
-        compare_with_reference(rows, [folder for _, folder in found])
+        compare_runs(cfg, rows, [folder for _, folder in found])
     return rows

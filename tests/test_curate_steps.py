@@ -14,7 +14,7 @@ from platypus.config import CurateConfig
 from platypus.stages.curate import run_curate
 from platypus.stages.curate.decontaminate import decontaminate, ngram_contamination
 from platypus.stages.curate.exact import exact_dedup
-from tests import compose_config
+from tests.helpers import compose_config
 from platypus.stages.curate.semantic import semantic_dedup
 from platypus.runtime.errors import PlatypusError
 
@@ -290,7 +290,7 @@ def test_run_curate_ngram_detector_removes_what_embeddings_miss(tmp_path, monkey
 def test_ngram_only_preset_runs_its_steps_in_its_order_without_an_embedding_model(tmp_path, monkeypatch):
     """curate=ngram_only (a step module + a YAML listing the steps): exact dedup, then the 13-gram filter."""
     import platypus.stages.curate.embed as embed
-    from tests.test_pipeline import config
+    from tests.helpers import compose_config as config
 
     monkeypatch.setattr(embed.Embedder, "_embed", lambda *a: pytest.fail("no embedding expected"))
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu"  # 13 words

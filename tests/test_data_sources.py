@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 
@@ -10,6 +11,8 @@ from omegaconf import OmegaConf
 
 from platypus.config import conf_dir, BenchmarksConfig, DataConfig, SourceConfig
 from platypus.data import load_benchmark_questions, load_mixture
+from platypus.data.kinds import BundledFile, HubDataset, LocalFile, SourceKind, kind_of
+from platypus.data.sources import mixture_identity
 from platypus.runtime.errors import PlatypusError
 
 
@@ -131,3 +134,42 @@ def test_benchmark_questions_bundled_and_unknown_name():
     assert all(isinstance(q, str) and q for q in questions["arc_challenge"])
     with pytest.raises(PlatypusError, match="valid names: arc_challenge, hellaswag, mmlu, truthfulqa_mc2"):
         load_benchmark_questions(cfg, ["gsm8k"])
+
+
+# --------------------------------------------------------------------------- source kinds are plug-ins
+@dataclasses.dataclass
+class Reversed(SourceKind):
+    """A kind of the user's own (it could live in their package): a local JSONL file read last line first."""
+
+    limit: int = 2
+
+    def records(self, path, key):
+        return reversed(list(LocalFile().records(path, key))[: self.limit])
+
+    def identity(self, path):
+        return {"reversed": path, "limit": self.limit}
+
+
+def test_a_source_kind_named_by_target_reads_the_source(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [rec(i) for i in range(5)])
+    kind = {"_target_": f"{__name__}.Reversed", "limit": 3}
+    rows, _ = load_mixture(mixture(s={"path": str(path), "kind": kind}), "error", 0)
+    assert [r["instruction"] for r in rows] == ["question 2", "question 1", "question 0"]
+    assert mixture_identity(mixture(s={"path": str(path), "kind": kind}))["s"] == {"reversed": str(path), "limit": 3}
+
+
+def test_without_a_kind_the_path_chooses_one(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [rec(0)])
+    chosen = {p: type(kind_of(OmegaConf.create({"path": p}), "data.sources.s")) for p in
+              ("bundled:lima.jsonl.gz", str(path), "org/dataset")}
+    assert chosen == {"bundled:lima.jsonl.gz": BundledFile, str(path): LocalFile, "org/dataset": HubDataset}
+
+
+@pytest.mark.parametrize("kind,message", [
+    ({"_target_": "platypus.data.kinds.HubDataset", "revison": "abc"}, r"data\.sources\.s\.kind\.revison: .*revision"),
+    ({"_target_": "platypus.data.kinds.HubDataset", "split": ["train"]}, r"data\.sources\.s\.kind\.split"),
+    ({"_target_": "collections.OrderedDict"}, r"data\.sources\.s\.kind\._target_=.*not a SourceKind"),
+])
+def test_a_wrong_kind_is_named_by_its_key(tmp_path, kind, message):
+    with pytest.raises(PlatypusError, match=message):
+        load_mixture(mixture(s={"path": "org/dataset", "kind": kind}), "error", 0)

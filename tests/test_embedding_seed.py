@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from tests import compose_config
+from tests.helpers import compose_config
 from platypus.stages.curate.embed import Embedder, text_hashes
 from platypus.data.benchmarks import load_benchmark_questions
 from platypus.resources import EMBEDDINGS
 
 
+@pytest.mark.slow
 def test_seed_covers_every_bundled_question_and_matches_the_model(tmp_path):
     cfg = compose_config()
     questions = load_benchmark_questions(cfg.benchmarks, list(cfg.benchmarks.sets))

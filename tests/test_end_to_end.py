@@ -12,6 +12,8 @@ import pytest
 
 from tests import wandb_offline
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc", "truthfulqa_mc2": "mc2"}
 
@@ -57,7 +59,7 @@ def test_artifacts_load_with_the_standard_libraries(run_dir, smollm2_dir):
 
 
 def test_summary_has_four_benchmarks_for_both_models(run_dir):
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / "evaluate" / "summary.json").read_text())
     assert set(summary) == {"base", "merged"}
     for model in summary.values():
         for task, metric in BENCHMARKS.items():
@@ -68,7 +70,7 @@ def test_summary_has_four_benchmarks_for_both_models(run_dir):
     assert "| model | arc_challenge acc_norm" in stdout and "| average |" in stdout
     assert "| merged |" in stdout and ("(+" in stdout or "(-" in stdout)  # deltas vs base
     assert "**merged vs base**: significant:" in stdout  # in words, with paired intervals
-    assert "delta" in json.loads((run_dir / "summary.json").read_text())["merged"]
+    assert "delta" in json.loads((run_dir / "evaluate" / "summary.json").read_text())["merged"]
 
 
 def test_wandb_offline_run_holds_the_eval_metrics(run_dir):

@@ -11,7 +11,7 @@ import torch
 from platypus.stages.evaluate.documents import choose, random_documents
 from platypus.stages.evaluate.runner import EvalModel, evaluate_models
 from platypus.stages.evaluate.tasks import build_suite
-from tests.test_pipeline import config
+from tests.helpers import compose_config as config
 
 TQA_AND_MMLU = ["debug=fast", "logger=none", "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "eval.dtype=float32",
                 "eval.tasks.mmlu.num_fewshot=1"]
@@ -62,6 +62,7 @@ def compared(tmp_path_factory, tiny_model_dir, cache_dir):
     return {"cfg": cfg, "out": out, "root": root, "models": models}
 
 
+@pytest.mark.slow
 def test_both_models_are_scored_on_the_same_recorded_random_documents(compared):
     results = json.loads((compared["root"] / "run" / "results.json").read_text())
     for task in ("truthfulqa_mc2", "mmlu"):
@@ -75,6 +76,7 @@ def test_both_models_are_scored_on_the_same_recorded_random_documents(compared):
     assert task_file["settings"]["documents"]["samples"]["truthfulqa_mc2"] == task_file["items"]["truthfulqa_mc2"]["doc_id"]
 
 
+@pytest.mark.slow
 def test_summary_and_table_carry_deltas_with_intervals(compared):
     summary = compared["out"]["summary"]
     delta = summary["adapter"]["delta"]
@@ -92,6 +94,7 @@ def test_summary_and_table_carry_deltas_with_intervals(compared):
     assert "### mmlu per category" in table and " [" in table.split("### mmlu per category")[1].split("###")[0]
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_the_same_documents(compared, cache_dir, tmp_path, monkeypatch):
     from platypus.stages.evaluate import runner
 

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests import compose_config
+from tests.helpers import compose_config
 from platypus.stages.evaluate import runner
 from platypus.stages.evaluate.runner import EvalModel, evaluate_models
 from platypus.stages.evaluate.tasks import build_suite
+
+pytestmark = pytest.mark.slow
 
 LIMIT, BATCH = 4, 4
 CLI_RUNS = {2: ["arc_challenge", "hellaswag", "mmlu_anatomy"], 0: ["truthfulqa_mc2"]}

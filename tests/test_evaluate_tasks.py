@@ -8,7 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from tests import compose_config
+from tests.helpers import compose_config
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.evaluate.tasks import build_suite, subject_categories
 from platypus.resources import BENCHMARKS
@@ -16,7 +16,8 @@ from platypus.resources import BENCHMARKS
 
 
 def compose_cfg(*overrides: str):
-    return compose_config("eval=leaderboard_v1", "benchmarks=bundled", *overrides)
+    """lm-eval's own few-shot stream: these tests are about the official definitions (v1's: test_evaluate_fewshot_v1)."""
+    return compose_config("eval=leaderboard_v1", "benchmarks=bundled", "eval.fewshot_stream=lm_eval", *overrides)
 
 
 @pytest.fixture(scope="module")

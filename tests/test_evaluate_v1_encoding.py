@@ -11,7 +11,7 @@ from omegaconf import OmegaConf, open_dict
 
 from platypus.stages.evaluate.backends import EvalModel, load_lm
 from platypus.stages.evaluate.tasks import build_suite
-from tests import compose_config
+from tests.helpers import compose_config
 
 TASKS = {"arc_challenge": 25, "hellaswag": 10, "mmlu_anatomy": 5, "truthfulqa_mc2": 0}
 

@@ -13,8 +13,7 @@ from transformers import AutoTokenizer
 
 from platypus.config import conf_dir
 from platypus.pipeline import run_pipeline
-from tests import compose_config
-from tests.test_merge import tiny_llama
+from tests.helpers import compose_config, tiny_llama
 
 EXPERIMENTS = sorted(path.stem for path in (conf_dir() / "experiment").glob("*.yaml"))
 PAPER = {"platypus2_13b", "platypus2_70b", "platypus2_70b_instruct", "stable_platypus2_13b", "camel_platypus2_13b",
@@ -53,7 +52,7 @@ def test_experiment_preset_runs_in_fast_dev_mode(experiment, tiny_model_dir, off
     run_pipeline(cfg, tmp_path)
     for stage in cfg.stages:
         assert json.loads((tmp_path / stage / "manifest.json").read_text())["stage"] == stage
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "evaluate" / "summary.json").read_text())
     assert all(set(cfg.eval.tasks) <= set(scores) for scores in summary.values())
     folds_elsewhere = cfg.merge.recipe._target_.endswith(".IntoModel")
     assert list(summary) == ["base"] + ["target"] * folds_elsewhere + ["adapter", "merged"]
@@ -62,7 +61,7 @@ def test_experiment_preset_runs_in_fast_dev_mode(experiment, tiny_model_dir, off
         assert summary["merged"]["delta_target"]["reference"] == "target"
         assert "| merged vs target |" in (tmp_path / "evaluate" / "table.md").read_text()
     if cfg.get("published"):
-        table = (tmp_path / "published_vs_ours.md").read_text()
+        table = (tmp_path / "evaluate" / "published_vs_ours.md").read_text()
         assert cfg.published.model in table and "| ours (merged) |" in table
         for key, value in cfg.published.scores.items():
             assert f"{value:.2f}" in table, key

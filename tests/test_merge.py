@@ -6,64 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from omegaconf import OmegaConf
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from platypus.config import MergeConfig, ModelConfig
 from platypus.runtime.errors import PlatypusError
-from platypus.stages.merge.check import PROBE_PROMPTS
 from platypus.stages.merge.fold import merge
-
-
-def tiny_llama(folder: Path, tokenizer, seed: int, hidden: int = 32) -> Path:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def random_adapter(base: Path, folder: Path, r: int = 4, alpha: int = 8, seed: int = 1,
-                   targets: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")) -> Path:
-    """A LoRA whose B factors are random (not zero), so folding it changes the model."""
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=False))
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
-    return folder
-
-
-RECIPES = {"into_base": "into_base.IntoBase", "into_model": "into_model.IntoModel", "none": "none.KeepAdapter",
-           "task_arithmetic": "task_arithmetic.TaskArithmetic", "weighted": "weighted.Weighted"}
-RECIPE_FIELDS = ("weights", "combination", "density", "majority_sign_method", "svd_rank", "svd_clamp", "scales", "scale")
-
-
-def merge_cfg(recipe: str = "into_base", **values):
-    """A merge config for the recipe module ``recipe``; its parameters among ``values`` go into ``merge.recipe``."""
-    node = {"_target_": f"platypus.stages.merge.recipes.{RECIPES[recipe]}",
-            **{k: values.pop(k) for k in RECIPE_FIELDS if k in values}}
-    return OmegaConf.merge(OmegaConf.structured(MergeConfig), {"name": "test", "recipe": node, **values})
-
-
-MODEL = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "path": "unused"})
-
-
-@torch.no_grad()
-def logits(model, tokenizer):
-    batch = tokenizer(PROBE_PROMPTS, return_tensors="pt", padding=True)
-    return model(**batch).logits[batch["attention_mask"].bool()]
-
+from tests.helpers import MODEL, logits, merge_cfg, random_adapter, reordered, tiny_llama
 
 @pytest.fixture()
 def pair(tiny_model_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     return tokenizer, random_adapter(tiny_model_dir, tmp_path / "adapter")
-
 
 @pytest.mark.parametrize("recipe", ["into_base", "into_model"])
 def test_folded_model_equals_the_unfolded_one(tiny_model_dir, tmp_path, pair, recipe):
@@ -82,22 +35,12 @@ def test_folded_model_equals_the_unfolded_one(tiny_model_dir, tmp_path, pair, re
     assert recipe in text
     assert ("a different model" in text) == (recipe == "into_model")
 
-
 def test_size_mismatch_is_refused(tiny_model_dir, tmp_path, pair):
     tokenizer, adapter = pair
     wide = tiny_llama(tmp_path / "wide", tokenizer, seed=3, hidden=64)
     with pytest.raises(PlatypusError, match="hidden_size: adapter base 32 vs target 64"):
         merge(merge_cfg(recipe="into_model", target=str(wide)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
     assert not (tmp_path / "model").exists()
-
-
-def reordered(folder: Path, a: str = "the", b: str = "and") -> None:
-    """Swap the ids of two tokens in a saved tokenizer: the same strings, other ids."""
-    spec = json.loads((folder / "tokenizer.json").read_text())
-    vocab = spec["model"]["vocab"]
-    vocab[a], vocab[b] = vocab[b], vocab[a]
-    (folder / "tokenizer.json").write_text(json.dumps(spec))
-
 
 def test_reordered_vocabulary_is_refused(tiny_model_dir, tmp_path, pair):
     tokenizer, adapter = pair
@@ -107,9 +50,7 @@ def test_reordered_vocabulary_is_refused(tiny_model_dir, tmp_path, pair):
         merge(merge_cfg(recipe="into_model", target=str(other)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
     assert not (tmp_path / "model").exists()
 
-
 ADDED = ["<|end_of_turn|>", "<|pad_0|>"]  # OpenOrcaxOpenChat-Preview2-13B adds two tokens to Llama-2's 32,000
-
 
 def extended_target(folder: Path, tokenizer) -> Path:
     """A fine-tune of another seed whose tokenizer adds two tokens after the base's ids (and embedding rows)."""
@@ -117,7 +58,6 @@ def extended_target(folder: Path, tokenizer) -> Path:
     grown.add_tokens(ADDED, special_tokens=True)
     assert len(grown) == len(tokenizer) + 2
     return tiny_llama(folder, grown, seed=11)
-
 
 def test_target_that_extends_the_vocabulary_takes_an_mlp_only_adapter(tiny_model_dir, tmp_path, pair):
     """The OpenOrca-Platypus2 case: the merged model equals the unfolded adapter on the target, and on the shared
@@ -139,7 +79,6 @@ def test_target_that_extends_the_vocabulary_takes_an_mlp_only_adapter(tiny_model
     assert "its 49,152 ids name the same tokens, 2 added after them (['<|end_of_turn|>', '<|pad_0|>'])" in text
     assert "vocab_size 49152 -> 49154" in text
 
-
 def test_special_tokens_alone_differing_is_recorded_not_refused(tiny_model_dir, tmp_path, pair):
     """The same ids naming the same tokens: a target that marks another existing token special still reads every
     id as the adapter was trained; the card says what differs."""
@@ -154,7 +93,6 @@ def test_special_tokens_alone_differing_is_recorded_not_refused(tiny_model_dir, 
     text = (tmp_path / "merge_card.md").read_text()
     assert f"vocabulary: the same 49,152 tokens; special tokens differ ([{existing!r}])" in text
 
-
 def test_extended_vocabulary_refuses_an_adapter_that_trains_embeddings(tiny_model_dir, tmp_path, pair):
     tokenizer, _ = pair
     adapter = random_adapter(tiny_model_dir, tmp_path / "embedding_adapter", targets=("gate_proj", "embed_tokens"))
@@ -164,7 +102,6 @@ def test_extended_vocabulary_refuses_an_adapter_that_trains_embeddings(tiny_mode
               str(tmp_path))
     assert not (tmp_path / "model").exists()
 
-
 def test_quantized_target_is_refused(tiny_model_dir, tmp_path, pair):
     tokenizer, adapter = pair
     quantized = tiny_llama(tmp_path / "q", tokenizer, seed=3)
@@ -173,7 +110,6 @@ def test_quantized_target_is_refused(tiny_model_dir, tmp_path, pair):
     (quantized / "config.json").write_text(json.dumps(config))
     with pytest.raises(PlatypusError, match="is quantized"):
         merge(merge_cfg(recipe="into_model", target=str(quantized)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
-
 
 def test_into_model_needs_a_target(tiny_model_dir, tmp_path, pair):
     _, adapter = pair

@@ -10,8 +10,7 @@ from omegaconf import OmegaConf
 from platypus.config import conf_dir
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
-from tests.test_merge import MODEL, merge_cfg, random_adapter
-from tests.test_merge_weighted import assert_weights, factors, saved
+from tests.helpers import MODEL, assert_weights, factors, merge_cfg, random_adapter, saved
 
 
 @pytest.fixture(scope="module")

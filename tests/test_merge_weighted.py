@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
 from platypus.runtime.identity import file_sha256
-from tests import compose_config
-from tests.test_merge import MODEL, logits, merge_cfg, random_adapter, tiny_llama
+from tests.helpers import compose_config
+from tests.helpers import (MODEL, assert_weights, factors, logits, merge_cfg, random_adapter, reordered, saved,
+                           tiny_llama)
 
 
 
@@ -41,29 +41,6 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 def run_merge(base, adapter_list, out, seed=0, **values):
     return merge(merge_cfg(recipe="weighted", **values), MODEL, str(base), adapter_list, out, str(out), seed=seed)
-
-
-def factors(adapter: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """weight key of the target layer -> (A, B, scaling alpha/r) from the saved adapter."""
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    tensors = load_file(adapter / "adapter_model.safetensors")
-    found = {}
-    for key, a in tensors.items():
-        if ".lora_A." in key:
-            module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-            b = tensors[key.replace(".lora_A.", ".lora_B.")]
-            found[f"{module}.weight"] = (a, b, config["lora_alpha"] / config["r"])
-    return found
-
-
-def saved(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(folder / "model.safetensors")
-
-
-def assert_weights(folded: dict, expected: dict, atol: float = 1e-5) -> None:
-    assert folded.keys() == expected.keys()
-    for key in expected:
-        assert torch.allclose(folded[key].float(), expected[key], atol=atol), key
 
 
 def peft_reference(base, adapter_list, weights, seed=0, **kwargs):
@@ -277,7 +254,6 @@ def test_missing_target_modules_are_refused(tiny_model_dir, tmp_path, adapters):
 
 
 def test_tokenizer_mismatch_is_refused(tiny_model_dir, tmp_path, tokenizer, adapters):
-    from tests.test_merge import reordered
 
     other = tiny_llama(tmp_path / "other", tokenizer, seed=3)
     reordered(other)

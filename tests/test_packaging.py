@@ -18,12 +18,11 @@ import tomllib
 
 from platypus.config import conf_dir
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
        "TOKENIZERS_PARALLELISM": "false"}
-
-
-pytestmark = pytest.mark.slow
 
 
 def fresh_env(root: Path) -> Path:

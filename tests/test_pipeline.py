@@ -9,7 +9,7 @@ import pytest
 from platypus.runtime.errors import PlatypusError
 from platypus.pipeline import run_pipeline
 from platypus.stages.evaluate.stage import evaluated_models
-from tests import compose_config
+from tests.helpers import compose_config
 
 # stage_cache=null: these tests are about one run folder (the cross-run cache: tests/test_sweep.py)
 SMALL_CURATE = ["logger=none", "stage_cache=null", "data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
@@ -60,7 +60,7 @@ def test_evaluate_alone_on_an_explicit_model(tmp_path, tiny_model_dir):
         "~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu", "eval.limit=2",
     )
     run_pipeline(cfg, tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "evaluate" / "summary.json").read_text())
     assert 0.0 <= summary[tiny_model_dir.name]["truthfulqa_mc2"]["mc2"] <= 1.0
 
 

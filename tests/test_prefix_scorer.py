@@ -119,6 +119,7 @@ def test_token_level_scores_equal_hflm(scorers):
     assert any(len(model_input(c, k, MAX_LENGTH)) < len(c) + len(k) - 1 for _, c, k in requests)  # truncation hit
 
 
+@pytest.mark.slow
 def test_answers_scored_one_per_pass_give_the_same_scores(tiny_model_dir, scorers):
     hf, _ = scorers
     requests = token_requests(hf.model)
@@ -128,6 +129,7 @@ def test_answers_scored_one_per_pass_give_the_same_scores(tiny_model_dir, scorer
                 hf._loglikelihood_tokens(requests, disable_tqdm=True), tol=1e-5)
 
 
+@pytest.mark.slow
 def test_counts_report_the_tokens_computed(scorers):
     hf, prefix = scorers
     requests = token_requests(hf.model)
@@ -166,6 +168,7 @@ def test_rolling_loglikelihood_is_hflms(scorers):
         hf.loglikelihood_rolling(texts, disable_tqdm=True), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_adapter_through_peft_and_model_in_memory(tmp_path, tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
 from platypus.pipeline import run_pipeline
-from tests import compose_config
+from tests.helpers import compose_config
 
 
 config = compose_config
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_curate_byte_identical_sets(tmp_path):
     outputs = {}
     for name in ("a", "b"):
@@ -36,8 +38,10 @@ def test_same_config_and_seed_curate_byte_identical_sets(tmp_path):
         "another seed samples other rows: the comparison above is not vacuous"
 
 
+@pytest.mark.slow
 def test_same_model_gives_the_same_evaluation_numbers(tiny_model_dir, tmp_path):
-    from platypus.stages.evaluate import EvalModel, evaluate_models
+    from platypus.stages.evaluate.backends import EvalModel
+    from platypus.stages.evaluate.runner import evaluate_models
 
     cfg = config("eval=quick", "debug=fast", "~eval.tasks.mmlu", "eval.limit=3", "eval.dtype=float32",
                  "eval.tasks.arc_challenge.num_fewshot=2", "eval.tasks.hellaswag.num_fewshot=2")
@@ -52,4 +56,4 @@ def test_same_model_gives_the_same_evaluation_numbers(tiny_model_dir, tmp_path):
         assert first == second, task
     mc2 = runs[0]["summary"]["tiny"]["truthfulqa_mc2"]["mc2"]
     assert 0.0 < mc2 < 1.0  # a continuous number: equality is not a coincidence of rounding
-    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
+    assert (tmp_path / "a" / "evaluate" / "summary.json").read_bytes() == (tmp_path / "b" / "evaluate" / "summary.json").read_bytes()

@@ -22,7 +22,7 @@ from platypus.runtime.cache import StageCache
 from platypus.runtime.identity import sha256_now
 from platypus.runtime.lock import exclusive
 from platypus.stages.evaluate.runner import _reusable
-from tests import compose_config
+from tests.helpers import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -51,7 +51,7 @@ def test_finished_files_are_read_only_recorded_and_shared_with_the_cache(tmp_pat
     entry = tmp_path / "cache" / "curate" / manifest["key"]
     assert set(manifest["files"]) == {str(p.relative_to(entry)) for p in entry.rglob("*")
                                       if p.is_file() and p.name != "manifest.json"}
-    assert manifest["hash_seconds"] >= 0
+    assert manifest["hash_seconds"] > 0  # hashing the files took measurable time, and it was recorded
     for rel, record in manifest["files"].items():
         ours, cached = tmp_path / "a" / "curate" / rel, entry / rel
         assert os.stat(ours).st_ino == os.stat(cached).st_ino  # hardlinked, so both are read-only:
@@ -157,6 +157,19 @@ def test_gc_without_a_budget_says_what_it_needs(tmp_path, capsys):
     assert exit_.value.code == 2 and "--max-gb" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--max-gb", "--older-than"])
+def test_gc_refuses_a_negative_size_or_age_before_touching_anything(flag, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    unused = curate(tmp_path / "a", cache)
+    shutil.rmtree(tmp_path / "a")  # no run folder uses the entry: any valid budget or age could remove it
+    with pytest.raises(SystemExit) as exit_:
+        cache_cli.main(["gc", flag, "-1", f"stage_cache={cache}"])
+    err = capsys.readouterr().err
+    print(err)
+    assert exit_.value.code == 2 and f"gc {flag} -1: must be a number >= 0" in err and "Traceback" not in err
+    assert (cache / "curate" / unused["key"]).is_dir()
+
+
 def test_the_size_budget_trims_unused_entries_after_a_run(tmp_path):
     cache = tmp_path / "cache"
     old = curate(tmp_path / "a", cache, "curate.dedup.threshold=0.7")
@@ -167,6 +180,7 @@ def test_the_size_budget_trims_unused_entries_after_a_run(tmp_path):
     assert [e.key for e in StageCache(cache).entries()] == [new["key"]]
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -18,7 +18,7 @@ from platypus.config import SourceConfig
 from platypus.pipeline import run_pipeline
 from platypus.runtime.cache import StageCache, stage_key
 from tests import wandb_offline
-from tests import compose_config
+from tests.helpers import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -60,6 +60,7 @@ def sweep(tmp_path_factory, tiny_model_dir) -> dict:
     return {"dir": tmp / "sweep", "cache": tmp / "cache", "stdout": done.stdout}
 
 
+@pytest.mark.slow
 def test_lora_by_merge_sweep_trains_twice_and_curates_once(sweep):
     folder = sweep["dir"]
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
@@ -78,6 +79,7 @@ def test_lora_by_merge_sweep_trains_twice_and_curates_once(sweep):
     assert adapters["0"] == adapters["1"] != adapters["2"] == adapters["3"]  # hardlinks, not copies
 
 
+@pytest.mark.slow
 def test_sweep_summary_has_one_row_per_job(sweep):
     folder = sweep["dir"]
     with open(folder / "summary.csv", encoding="utf-8") as handle:
@@ -102,6 +104,7 @@ def test_sweep_summary_has_one_row_per_job(sweep):
     assert (folder / "summary.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_wandb_runs_of_a_sweep_are_grouped_named_and_keyed_alike(sweep):
     folder = sweep["dir"]
     names = set()
@@ -123,11 +126,15 @@ def test_wandb_runs_of_a_sweep_are_grouped_named_and_keyed_alike(sweep):
 
 
 # --------------------------------------------------------------------------- joblib launcher
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_and_computes_a_shared_stage_once(tmp_path, tiny_model_dir):
     done = multirun(tmp_path, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "lora=platypus,attention",
                     "logger=none", "stages=[curate,train]", *tiny(tiny_model_dir))
     folder = tmp_path / "sweep"
-    assert "JoblibLauncher" in done.stdout + done.stderr or "Joblib" in done.stdout + done.stderr
+    launched = [line for line in (done.stdout + done.stderr).splitlines() if "Joblib.Parallel(" in line]
+    assert len(launched) == 1 and launched[0].endswith(  # the plugin's own line: our parallel.yaml's settings reached it
+        "[HYDRA] Joblib.Parallel(n_jobs=2,backend=loky,prefer=processes,require=None,verbose=0,timeout=None,"
+        "pre_dispatch=2*n_jobs,batch_size=auto,temp_folder=None,max_nbytes=None,mmap_mode=r) is launching 2 jobs"), launched
     assert computed(folder, "curate") == 1 and len(manifests(folder, "curate")) == 2  # the other job waited
     assert computed(folder, "train") == 2
     with open(folder / "summary.csv", encoding="utf-8") as handle:
@@ -219,7 +226,7 @@ def _run(folder: Path, overrides: list[str], kept: int, loss: float, avg: dict, 
     (folder / ".hydra/overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     stages = {"curate": {"rows_in": 100, "kept": kept, "removed_exact": 1, "removed_semantic": 100 - kept - 1,
                          "removed_contamination": 0},
-              "train": {"loss": loss, "steps": 12}}
+              "train": {"loss": loss, "steps": 12}, "evaluate": {}}
     for stage, metrics in stages.items():
         (folder / stage).mkdir()
         manifest = {"stage": stage, "key": stage, "metrics": metrics, "seconds": 10.0}
@@ -228,7 +235,7 @@ def _run(folder: Path, overrides: list[str], kept: int, loss: float, avg: dict, 
         (folder / stage / "manifest.json").write_text(json.dumps(manifest))
     summary = {m: {"arc_challenge": {"acc_norm": a}, "truthfulqa_mc2": {"mc2": a / 2}, "leaderboard_avg": a}
                for m, a in avg.items()}
-    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "evaluate" / "summary.json").write_text(json.dumps(summary))
 
 
 def test_report_on_hand_made_run_folders(tmp_path, capsys):
@@ -248,8 +255,9 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
     assert [r["curate_kept"] for r in rows] == ["90", "95"] and rows[1]["curate_removed"] == "5"
     assert [float(r["merged/leaderboard_avg"]) for r in rows] == [0.32, 0.35]
     assert float(rows[1]["base/truthfulqa_mc2/mc2"]) == 0.15
-    assert [r["reused"] for r in rows] == ["", "curate"] and [r["computed"] for r in rows] == ["curate+train", "train"]
-    assert [float(r["wall_s"]) for r in rows] == [20.0, 10.5] and float(rows[1]["compute_s"]) == 20.0
+    assert [r["reused"] for r in rows] == ["", "curate"]
+    assert [r["computed"] for r in rows] == ["curate+train+evaluate", "train+evaluate"]
+    assert [float(r["wall_s"]) for r in rows] == [30.0, 20.5] and float(rows[1]["compute_s"]) == 30.0
     header = list(rows[0])
     assert header.index("base/arc_challenge/acc_norm") < header.index("base/leaderboard_avg") < header.index("merged/arc_challenge/acc_norm")
     md = (sweep / "summary.md").read_text()
@@ -266,6 +274,7 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
     assert report.main([str(tmp_path / "empty-nothing")]) == 2
 
 
+@pytest.mark.slow
 def test_report_module_entry_point(tmp_path):
     _run(tmp_path / "sweep/0", ["lora=attention"], 80, 1.2, {"base": 0.3, "merged": 0.31})
     done = subprocess.run([sys.executable, "-m", "platypus.report", str(tmp_path / "sweep")], cwd=REPO, env=ENV,

@@ -6,32 +6,14 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from platypus.config import LoraConfig, ModelConfig, TrainConfig
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.train.trainer import build_trainer, gradient_accumulation, to_prompt_completion, train
-
-ROWS = [
-    {"instruction": f"What is {i} plus {i}?", "input": "Show the sum." if i % 2 else "", "output": f"It is {2 * i}."}
-    for i in range(8)
-]
-
-
-def configs(tiny_model_dir, **train_overrides):
-    train_cfg = OmegaConf.merge(
-        OmegaConf.structured(TrainConfig),
-        {"name": "test", "global_batch_size": 1, "micro_batch_size": 1, "warmup_steps": 0, "cutoff_len": 256,
-         "max_steps": 1, "threads": 2, **train_overrides},
-    )
-    lora = OmegaConf.merge(OmegaConf.structured(LoraConfig), {"name": "p", "target_modules": ["gate_proj", "up_proj", "down_proj"]})
-    model = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "path": str(tiny_model_dir)})
-    return train_cfg, lora, model
-
+from tests.helpers import ROWS, train_configs
 
 @pytest.mark.parametrize("template", ["alpaca", "chat"])
 def test_labels_mask_exactly_the_prompt(tiny_model_dir, tmp_path, template):
-    train_cfg, lora, model = configs(tiny_model_dir, template=template)
+    train_cfg, lora, model = train_configs(tiny_model_dir, template=template)
     trainer = build_trainer(train_cfg, lora, model, str(tiny_model_dir), ROWS[:2], tmp_path, 0, [])
     tokenizer = trainer.processing_class
     for row, example in zip(to_prompt_completion(ROWS[:2], template), trainer.train_dataset):
@@ -49,19 +31,20 @@ def test_labels_mask_exactly_the_prompt(tiny_model_dir, tmp_path, template):
 
 
 def test_train_on_inputs_puts_loss_on_the_prompt(tiny_model_dir, tmp_path):
-    train_cfg, lora, model = configs(tiny_model_dir, train_on_inputs=True)
+    train_cfg, lora, model = train_configs(tiny_model_dir, train_on_inputs=True)
     trainer = build_trainer(train_cfg, lora, model, str(tiny_model_dir), ROWS[:1], tmp_path, 0, [])
     batch = trainer.data_collator([trainer.train_dataset[0]])
     assert (batch["labels"][0][1:] != -100).all()
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_adapter_loads(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     rows = ROWS[:2] * 8  # the same two rows again and again
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    train_cfg, lora, model = configs(
+    train_cfg, lora, model = train_configs(
         tiny_model_dir, max_steps=12, global_batch_size=4, micro_batch_size=4, learning_rate=2e-2, save_steps=100
     )
     metrics = train(train_cfg, lora, model, str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path, 0, [])
@@ -74,7 +57,7 @@ def test_loss_decreases_and_adapter_loads(tiny_model_dir, tmp_path):
 
 def test_missing_target_modules_are_named_before_any_stage_works(tiny_model_dir):
     from platypus.stages.train.stage import STAGE
-    from tests import compose_config
+    from tests.helpers import compose_config
 
     cfg = compose_config(f"model.path={tiny_model_dir}", "model.gguf_file=null",
                          "lora.target_modules=[gate_proj,query_key_value]")
@@ -95,7 +78,7 @@ def test_global_batch_is_kept_across_process_counts():
 def test_qlora_without_cuda_is_a_clear_error(tiny_model_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    train_cfg, lora, model = configs(tiny_model_dir)
+    train_cfg, lora, model = train_configs(tiny_model_dir)
     model.quantization = "4bit"
     with pytest.raises(PlatypusError, match="needs a CUDA GPU"):
         build_trainer(train_cfg, lora, model, str(tiny_model_dir), ROWS, tmp_path, 0, [])

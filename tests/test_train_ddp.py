@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 2
 
@@ -22,9 +26,9 @@ def worker(model_dir: str, data: str, out: str, micro_batch: int, loss_average: 
     import torch.distributed as dist
 
     from platypus.stages.train.trainer import train
-    from tests.test_train import configs
+    from tests.helpers import train_configs
 
-    train_cfg, lora, model = configs(
+    train_cfg, lora, model = train_configs(
         Path(model_dir), max_steps=STEPS, global_batch_size=4, micro_batch_size=micro_batch, learning_rate=1e-2,
         save_steps=100, threads=1, loss_average=loss_average, precision="fp32",
     )
@@ -46,7 +50,7 @@ if __name__ == "__main__":
 
 from safetensors.torch import load_file  # noqa: E402
 
-from tests.test_train import ROWS  # noqa: E402
+from tests.helpers import ROWS, UNEQUAL_ROWS  # noqa: E402
 
 
 def launch(nproc: int, model_dir: Path, data: Path, out: Path, micro_batch: int, loss_average: str = "token") -> None:
@@ -91,10 +95,8 @@ def adapter_gap(a: Path, b: Path) -> float:
 def test_ddp_sequence_average_equals_one_process(tiny_model_dir, tmp_path):
     """train.loss_average=sequence across 2 gloo processes: examples are counted over the global batch (both ranks),
     so the adapter equals one process accumulating the same 4 examples per step, and differs from token averaging."""
-    from tests.test_train_loss_average import ROWS as UNEQUAL
-
     data = tmp_path / "d.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in UNEQUAL * 2))
+    data.write_text("\n".join(json.dumps(r) for r in UNEQUAL_ROWS * 2))
     launch(2, tiny_model_dir, data, tmp_path / "ddp", micro_batch=1, loss_average="sequence")
     worker(str(tiny_model_dir), str(data), str(tmp_path / "single"), 1, "sequence")
     worker(str(tiny_model_dir), str(data), str(tmp_path / "token"), 1, "token")

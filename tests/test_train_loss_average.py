@@ -11,19 +11,7 @@ import torch
 
 from platypus.stages.train.loss import SequenceAveragedSFTTrainer
 from platypus.stages.train.trainer import build_trainer, train
-from tests.test_train import configs
-
-# Answers of very different lengths: the two averages then differ by well over the tolerances below.
-ROWS = [
-    {"instruction": "Which option is right?", "input": "A, B, C or D.", "output": "B"},
-    {"instruction": "Prove that the sum of two even numbers is even.", "input": "",
-     "output": "Let a = 2m and b = 2n. Then a + b = 2m + 2n = 2(m + n), which is two times an integer, so it is "
-               "even. This holds for every choice of m and n, which completes the proof of the statement."},
-    {"instruction": "Answer yes or no: is 7 prime?", "input": "", "output": "Yes"},
-    {"instruction": "Explain photosynthesis.", "input": "One paragraph.",
-     "output": "Plants turn light, water and carbon dioxide into sugar and oxygen inside their chloroplasts."},
-]
-
+from tests.helpers import UNEQUAL_ROWS, train_configs
 
 def perturbed(trainer) -> torch.nn.Module:
     """The trainer's model in float32, eval mode, with LoRA B away from zero so the adapter path counts too."""
@@ -64,12 +52,13 @@ def step_loss(trainer, net, batches: list[dict]) -> float:
         return sum(trainer.compute_loss(net, dict(b), num_items_in_batch=count).item() for b in batches)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("packing", [False, True])
 def test_sequence_average_is_the_mean_of_example_means(tiny_model_dir, tmp_path, packing):
-    rows = ROWS * 2
+    rows = UNEQUAL_ROWS * 2
     results = {}
     for average in ("sequence", "token"):
-        train_cfg, lora, model = configs(tiny_model_dir, loss_average=average, packing=packing, micro_batch_size=2,
+        train_cfg, lora, model = train_configs(tiny_model_dir, loss_average=average, packing=packing, micro_batch_size=2,
                                          global_batch_size=2, cutoff_len=96)
         trainer = build_trainer(train_cfg, lora, model, str(tiny_model_dir), rows, tmp_path / average, 0, [])
         assert isinstance(trainer, SequenceAveragedSFTTrainer) == (average == "sequence")
@@ -88,16 +77,17 @@ def test_sequence_average_is_the_mean_of_example_means(tiny_model_dir, tmp_path,
     assert abs(token_mean - sequence_mean) > 5e-3, "the rows must tell the two averages apart (50x the tolerance)"
 
 
+@pytest.mark.slow
 def test_trainer_step_logs_the_sequence_average_under_gradient_accumulation(tiny_model_dir, tmp_path):
     """The Trainer's own step (4 micro-batches accumulated): its first logged loss is the mean of example means."""
-    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS))
-    train_cfg, lora, model = configs(tiny_model_dir, loss_average="sequence", global_batch_size=4, micro_batch_size=1,
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in UNEQUAL_ROWS))
+    train_cfg, lora, model = train_configs(tiny_model_dir, loss_average="sequence", global_batch_size=4, micro_batch_size=1,
                                      precision="fp32", save_steps=100)
     lora.dropout = 0.0
     metrics = train(train_cfg, lora, model, str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path / "run", 0, [])
     assert metrics["gradient_accumulation"] == 4 and metrics["steps"] == 1
     # LoRA B starts at zero: the first step's loss is the base model's, computed here one row at a time.
-    probe = build_trainer(train_cfg, lora, model, str(tiny_model_dir), ROWS, tmp_path / "probe", 0, [])
+    probe = build_trainer(train_cfg, lora, model, str(tiny_model_dir), UNEQUAL_ROWS, tmp_path / "probe", 0, [])
     batches = [probe.data_collator([example]) for example in probe.train_dataset]
     sequence_mean, token_mean = by_hand(probe.model.float().eval(), batches)
     assert abs(metrics["first_loss"] - sequence_mean) < 2e-4, (metrics["first_loss"], sequence_mean)  # logged to 4 places

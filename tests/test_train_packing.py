@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 
 from platypus.stages.train.trainer import build_trainer
-from tests.test_train import ROWS, configs
+from tests.helpers import ROWS, train_configs
 
 
 def test_packed_loss_equals_per_document_losses(tiny_model_dir, tmp_path):
     rows = [dict(r, output=r["output"] + " Indeed." * i) for i, r in enumerate(ROWS)]  # documents of unequal length
-    train_cfg, lora, model = configs(tiny_model_dir, packing=True, micro_batch_size=2, global_batch_size=2, cutoff_len=160)
+    train_cfg, lora, model = train_configs(tiny_model_dir, packing=True, micro_batch_size=2, global_batch_size=2, cutoff_len=160)
     trainer = build_trainer(train_cfg, lora, model, str(tiny_model_dir), rows, tmp_path, 0, [])
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     ids, labels, positions = batch["input_ids"], batch["labels"], batch["position_ids"]

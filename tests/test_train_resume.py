@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from platypus.stages.train.trainer import train
-from tests.test_train import ROWS, configs
+from tests.helpers import ROWS, train_configs
 
 
 class Crash(RuntimeError):
@@ -29,13 +29,14 @@ def run(tiny_model_dir, tmp_path, out, callbacks=None):
     data.write_text("\n".join(json.dumps(r) for r in ROWS * 2))
     # 16 rows, global batch 2 of micro-batches of 1 (accumulation 2), 6 steps, a checkpoint every 2 steps;
     # LoRA dropout is on, so the resumed run must also restore the RNG state to match.
-    train_cfg, lora, model = configs(
+    train_cfg, lora, model = train_configs(
         tiny_model_dir, max_steps=6, global_batch_size=2, micro_batch_size=1, learning_rate=1e-2, save_steps=2,
         warmup_steps=1,
     )
     return train(train_cfg, lora, model, str(tiny_model_dir), data, out, 0, [], callbacks)
 
 
+@pytest.mark.slow
 def test_resume_after_crash_gives_the_uninterrupted_result(tiny_model_dir, tmp_path):
     reference = run(tiny_model_dir, tmp_path, tmp_path / "reference")
     assert reference["resumed_from"] is None and reference["steps"] == 6

@@ -1,87 +1,173 @@
-"""The composed config: composition errors in words, the values' checks, a writable output folder."""
+"""Hydra's and OmegaConf's composition errors in words: the key, what it is now, the closest valid names.
+
+Everything is read off the composed config (without the offending override), so keys and options that a user's
+``hydra.searchpath`` adds are known here as they are to Hydra.
+"""
 
 from __future__ import annotations
 
-import copy
-import errno
-import os
-import tempfile
+import difflib
 import typing
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from platypus.cli.names import _parse, describe, group_options, walk
-from platypus.config import conf_dir
+from platypus.runtime.errors import ConfigError
 
-CONF = conf_dir()
-from platypus.fields import unwrap_optional
-from platypus.runtime.errors import ConfigError, PlatypusError
-
-MAX_VARIANTS = 32  # swept group options composed one by one (each ~0.3 s)
+UNTYPED = (dict, typing.Any, None)
 
 
-def compose_variants(overrides: list[str], conf: Path = CONF, config_name: str = "config",
-                     multirun: bool = False) -> list:
-    """The configs Hydra will compose (with their ``hydra`` node): the command line without its sweeps, then
-    one per swept group option (composed) and one per swept key value (set on the first, type-checked)."""
+def parse(overrides: list[str]) -> list:
+    """Hydra's parse of each override; a line it cannot parse is one paragraph."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, parsed = OverridesParser.create(), []
+    for raw in overrides:
+        try:
+            parsed.append(parser.parse_override(raw))
+        except HydraException as error:
+            message = " ".join(str(error).split()).rstrip(".")
+            raise ConfigError(f"Could not parse the command-line argument {raw!r} ({message}). Overrides look like "
+                              f"key=value, group=option, +key=value or ~key; put values with spaces or special "
+                              f"characters in quotes.", error) from None
+    return parsed
+
+
+def suggest(word: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+    found = difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)
+    if not found:  # a prefix or a fragment: smolm2 -> smollm2_135m
+        lowered = word.lower()
+        found = [c for c in candidates if lowered and (lowered in c.lower() or c.lower().startswith(lowered[:4]))][:n]
+    return found
+
+
+def did_you_mean(names: Sequence[str]) -> str:
+    return f" Did you mean {' or '.join(names[:3])}?" if names else ""
+
+
+def explain(error: BaseException, overrides: list[str]) -> str:
+    """One paragraph for a composition error of ``overrides``."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    if isinstance(error, MissingConfigException):
+        return missing_option(error)
+    cause = omegaconf_cause(error)
+    if cause is None:
+        text = " ".join(str(error).split()).rstrip(".")
+        return f"The config could not be composed: {text}. Check the command line and the files in conf/."
+    key, raw = locate(cause.full_key, overrides)
+    given = f" (from {raw!r})" if raw else " (set in a file under conf/)"
+    message = (cause.msg or str(cause)).splitlines()[0].rstrip(".")
+    others = [o for o in overrides if o != raw]
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or (raw and raw.startswith("+") and absent(key, others)):
+        return unknown_key(key, raw or key, others)
+    if isinstance(cause, ValidationError):
+        now, expected = current(key, others)
+        example = f", e.g. {key}={as_override(now)} (its value without this override)" if now is not None else ""
+        return f"Wrong type for config key '{key}'{given}: {message}. {key} expects {expected}{example}."
+    return f"Config key '{key}'{given}: {message}. Check the command line and the files in conf/."
+
+
+def missing_option(error, option: str | None = None) -> str:
+    """A group option Hydra did not find (``option``: another one, missing from the options Hydra listed)."""
+    text = str(error).strip().splitlines()[0].rstrip(".")
+    missing = (error.missing_cfg_file or "").strip("/")
+    group, _, found = missing.rpartition("/")
+    option = option or found
+    if group.startswith("hydra/"):
+        plugin = group.split("/")[1:] + [option]
+        return (f"{text}. Options of Hydra's own groups (hydra/sweeper, hydra/launcher) come from Hydra plugins: "
+                f"install the plugin that provides it (pip install hydra-{plugin[-1]}-{plugin[0]}, if that is the "
+                f"plugin's name), or pick an installed option.")
+    if not group or error.options is None:
+        return f"{text}. Check the config group options in conf/ and the command line."
+    return (f"{group}={option}: no such option in config group '{group}' (conf/{group}/)."
+            f"{did_you_mean(suggest(option, error.options))} Options: {', '.join(error.options)}.")
+
+
+def unknown_key(key: str, raw: str, others: list[str]) -> str:
+    """A key the config does not have: the closest keys, and the valid ones where it was meant to be."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from platypus.config import compose
+
+    cfg = compose(*others)
+    parts = key.split(".")
+    depth = next(i for i in range(len(parts)) if OmegaConf.select(cfg, ".".join(parts[: i + 1])) is None)
+    parent, name, rest = ".".join(parts[:depth]), parts[depth], parts[depth + 1:]
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    if parent and OmegaConf.get_type(node) is dict and "_target_" not in siblings:
+        return (f"Unknown entry '{name}' in {parent} (from {raw!r}); {parent} has: {', '.join(siblings) or 'none'}. "
+                f"Fix the name; a new entry cannot be added on the command line (Hydra cannot build a typed node from "
+                f"an override): add it in a config file (e.g. a new option in conf/{parts[0]}/).")
+    close = [".".join([*parts[:depth], s, *rest]) for s in suggest(name, siblings)]
+    close = [c for c in close if OmegaConf.select(cfg, c) is not None or not rest]
+    if not close:  # the right name in the wrong place: lerning_rate=1 -> train.learning_rate
+        leaves = leaf_keys(cfg)
+        matches = suggest(parts[-1], sorted({k.rsplit(".", 1)[-1] for k in leaves}))
+        close = [k for k in leaves if k.rsplit(".", 1)[-1] in matches]
+    where = f"under {parent}" if parent else "at the top level"
+    adding = " ('+' cannot add keys to the typed schema.)" if raw.startswith("+") else ""
+    return (f"Unknown config key '{key}' (in {raw!r}).{did_you_mean(close)} Valid keys {where}: "
+            f"{', '.join(k for k in siblings if k != 'hydra')}.{adding}")
+
+
+def absent(key: str, others: list[str]) -> bool:
     from omegaconf import OmegaConf
 
+    from platypus.config import compose
 
-    parsed = _parse(overrides)
-    plain = [raw for raw, o in zip(overrides, parsed) if not o.is_sweep_override()]
-    first = compose_one(plain, conf, config_name)
-    configs, groups = [first], group_options(conf)
-    for override in parsed if multirun else []:
-        if not override.is_sweep_override():
+    return OmegaConf.select(compose(*others), key) is None
+
+
+def leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in node.keys():
+        if str(key) == "hydra":
             continue
-        key = override.get_key_element()
-        try:
-            values = list(override.sweep_iterator())
-        except Exception:  # noqa: BLE001 - a glob etc.: Hydra expands it itself
-            values = []
-        for value in values:
-            if override.key_or_group in groups:
-                if len(configs) < MAX_VARIANTS:
-                    configs.append(compose_one(plain + [f"{key}={value}"], conf, config_name))
-                continue
-            cfg = copy.deepcopy(first)
-            try:
-                OmegaConf.update(cfg, override.key_or_group, value, merge=True)
-            except Exception as error:  # noqa: BLE001 - the same paragraph as a composition error
-                raise ConfigError(explain(error, plain + [f"{key}={value}"], conf, config_name), error) from None
-            configs.append(cfg)
-    return configs
+        value = node._get_node(key)
+        full = f"{prefix}{key}"
+        keys.extend(leaf_keys(value, f"{full}.") if isinstance(value, DictConfig) else [full])
+    return keys
 
 
-def check_values(configs: list) -> None:
-    """Ranges and enums (platypus.pipeline.check_config): the job checks them again, this fails before Hydra starts it."""
-    from platypus.pipeline import check_config
+def current(key: str, others: list[str]) -> tuple[Any, str]:
+    """(the value ``key`` has without the offending override, its type in words)."""
+    from omegaconf import OmegaConf
 
-    for cfg in configs:
-        if cfg.get("plan"):  # plan=true runs nothing: a plan for a GPU run is asked for where there is none
-            continue
-        try:
-            check_config(cfg)
-        except PlatypusError as error:
-            raise ConfigError(str(error), error) from None
+    from platypus.config import compose
 
-
-def compose_one(overrides: list[str], conf: Path, config_name: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from platypus.config import register
-
-    register()
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    except Exception as error:  # noqa: BLE001 - every composition failure becomes one paragraph
-        raise ConfigError(explain(error, overrides, conf, config_name), error) from None
+        cfg = compose(*others)
+        parent, _, name = key.rpartition(".")
+        node = (OmegaConf.select(cfg, parent) if parent else cfg)._get_node(name)
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        return value, describe(node._metadata.ref_type, node._metadata.optional)
+    except Exception:  # noqa: BLE001 - best effort: the message stands without it
+        return None, "another type"
 
 
-def _omegaconf_error(error: BaseException):
+def describe(tp: Any, optional: bool = False) -> str:
+    """A type in words, for messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if tp in words:
+        text = words[tp]
+    elif origin in (list, typing.List):
+        plural = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+        text = f"a list of {plural.get(args[0], 'values') if args else 'values'} ([a,b,...])"
+    elif origin in (dict, typing.Dict) or tp in UNTYPED:
+        text = "a mapping {key: value}"
+    else:
+        text = getattr(tp, "__name__", str(tp))
+    return text + (", or null" if optional else "")
+
+
+def omegaconf_cause(error: BaseException):
     from omegaconf.errors import OmegaConfBaseException
 
     seen = set()
@@ -93,137 +179,32 @@ def _omegaconf_error(error: BaseException):
     return None
 
 
-def _current_value(key: str, overrides: list[str], conf: Path, config_name: str) -> Any:
-    """The value ``key`` has without the offending override (for 'it is 12 now')."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    others = [o for o in overrides if _override_key(o) != key and not _override_key(o).startswith(key + ".")]
-    try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=others)
-        value = OmegaConf.select(cfg, key, throw_on_missing=False)
-        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    except Exception:  # noqa: BLE001 - best effort
-        return None
-
-
-def explain(error: BaseException, overrides: list[str], conf: Path = CONF, config_name: str = "config") -> str:
-    """One paragraph for a Hydra/OmegaConf composition error."""
-    from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-
-    if isinstance(error, MissingConfigException):
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        text = lines[0]
-        options = [line for line in lines[1:] if not line.startswith(("Config search path", "provider=", "Available"))]
-        if "Available options" in str(error):
-            text += f" (options: {', '.join(options)})"
-        if "'hydra/" in text:
-            plugin = text.rsplit("'hydra/", 1)[1].split("'", 1)[0].split("/")
-            hint = f" (pip install hydra-{plugin[1]}-{plugin[0]}, if that is the plugin's name)" if len(plugin) > 1 else ""
-            return (f"{text}. Options of Hydra's own groups (hydra/sweeper, hydra/launcher) come from Hydra plugins: "
-                    f"install the plugin that provides it{hint}, or pick an installed option.")
-        return f"{text}. Check the config group options in conf/ and the command line."
-    cause = _omegaconf_error(error)
-    if cause is None:
-        text = " ".join(str(error).split()).rstrip(".")
-        return f"The config could not be composed: {text}. Check the command line and the files in conf/."
-    key, raw = _locate(cause.full_key, overrides)
-    given = f" (from {raw!r})" if raw else " (set in a file under conf/)"
-    message = (cause.msg or str(cause)).splitlines()[0].rstrip(".")
-    parent, _, name = key.rpartition(".")
-    unknown_at, tp = walk(parent) if parent else (None, None)
-    if raw and parent and unknown_at is None and typing.get_origin(unwrap_optional(tp)) in (dict, typing.Dict):
-        existing = _current_value(parent, overrides, conf, config_name)
-        if isinstance(existing, dict) and name not in existing:  # a new entry of a Dict of config nodes
-            names = ", ".join(existing) if existing else "none"
-            return (f"Unknown entry '{name}' in {parent} (from {raw!r}); {parent} has: {names}. Fix the name; a new "
-                    f"entry cannot be added on the command line (Hydra cannot build a typed node from an override): "
-                    f"add it in a config file (e.g. a new option in conf/{parent.split('.')[0]}/).")
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-        return f"Unknown config key '{key}'{given}: {message}. Check the spelling in conf/ and on the command line."
-    if isinstance(cause, ValidationError):
-        unknown_at, tp = walk(key)
-        expected = describe(tp) if unknown_at is None and tp is not Any else "another type"
-        now = _current_value(key, overrides, conf, config_name)
-        example = f", e.g. {key}={_as_override(now)} (its value without this override)" if now is not None else ""
-        return f"Wrong type for config key '{key}'{given}: {message}. {key} expects {expected}{example}."
-    return f"Config key '{key}'{given}: {message}. Check the command line and the files in conf/."
-
-
-def _locate(full_key: str, overrides: list[str]) -> tuple[str, str | None]:
+def locate(full_key: str, overrides: list[str]) -> tuple[str, str | None]:
     """(the dotted key as the user wrote it, the override that set it). OmegaConf sometimes reports only the
     last part of the key (``extra`` for ``data.sources.extra``)."""
     for raw in overrides:
-        key = _override_key(raw)
+        key = override_key(raw)
         if key == full_key or key.startswith(full_key + "."):
-            return full_key, raw
+            return key, raw
     for raw in overrides:
-        parts = _override_key(raw).split(".")
+        parts = override_key(raw).split(".")
         if full_key in parts:
             return ".".join(parts[: parts.index(full_key) + 1]), raw
     return full_key, None
 
 
-def _override_key(raw: str) -> str:
+def override_key(raw: str) -> str:
     return raw.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
 
 
-def _as_override(value: Any) -> str:
+def as_override(value: Any) -> str:
     """A value as it is written on the command line."""
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:
         return "null"
     if isinstance(value, list):
-        return "[" + ",".join(_as_override(v) for v in value) + "]"
+        return "[" + ",".join(as_override(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_as_override(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{as_override(v)}" for k, v in value.items()) + "}"
     return str(value)
-
-
-# --------------------------------------------------------------------------- 3. output folder
-def check_output_folder(cfg, multirun: bool = False) -> None:
-    from omegaconf import OmegaConf
-
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        folder = OmegaConf.select(cfg, key)
-    except Exception:  # noqa: BLE001 - needs runtime values (e.g. ${hydra.job.override_dirname}): Hydra's job
-        return
-    if folder:
-        check_writable(Path(str(folder)), key)
-        from platypus.runtime.lock import holder, in_use
-
-        if not multirun and (who := holder(Path(str(folder)))):  # refused before Hydra writes into the folder
-            raise ConfigError(str(in_use(Path(str(folder)), who)))
-
-
-def check_writable(folder: Path, key: str) -> None:
-    """``folder`` exists and is writable, or can be created: a folder is made and removed in it or in its nearest
-    existing ancestor (permission bits alone pass e.g. /proc, where nothing can be created)."""
-    folder = Path(os.path.abspath(folder.expanduser()))
-    existing = folder
-    try:
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise ConfigError(
-                f"Output folder {folder} ({key}) cannot be created: {existing} is a file, not a folder. "
-                f"Choose another folder with {key}=<folder>."
-            )
-        if not os.access(existing, os.W_OK | os.X_OK):
-            what = "is not writable" if existing == folder else f"cannot be created: {existing} is not writable"
-            raise ConfigError(
-                f"Output folder {folder} ({key}) {what} (permission denied or a read-only file system). "
-                f"Choose a folder you can write to with {key}=<folder>, or fix the permissions of {existing}."
-            )
-        os.rmdir(tempfile.mkdtemp(prefix=".platypus-probe-", dir=existing))
-    except OSError as error:
-        what = "is not writable" if existing == folder else "cannot be created"
-        raise ConfigError(
-            f"Output folder {folder} ({key}) {what}: no folder can be made in {existing} ({error.strerror or error}, "
-            f"{errno.errorcode.get(error.errno, error.errno)}). Choose a folder on a disk you can write to with "
-            f"{key}=<folder>."
-        ) from None

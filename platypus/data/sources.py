@@ -7,32 +7,18 @@ seeded, so the same config and seed always give the same rows in the same order.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from platypus.config import ON_BAD_ROW, DataConfig
+from platypus.data.kinds import Record, kind_of
 from platypus.fields import validate
 from platypus.runtime.errors import PlatypusError
-from platypus.runtime.identity import file_sha256
-from platypus.resources import BUNDLED_PREFIX, DATASETS, bundled
 
 TARGET_FIELDS = ("instruction", "input", "output")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 BAD_ROW_EXAMPLES = 20
-
-
-@dataclass(frozen=True)
-class Record:
-    """One raw record and where it came from (``where`` is ``file:line`` or ``id[split] row i``)."""
-
-    where: str
-    value: Any  # a dict, or an Exception when the record could not be parsed
 
 
 class BadRow(Exception):
@@ -56,6 +42,7 @@ def check_mixture(data_cfg: Any) -> None:
                     f"{key}.fields has no mapping for '{required}' (it maps {fields}); add one, e.g. "
                     f"+{key}.fields.{required}=<column of the source>."
                 )
+        kind_of(src, key)  # a kind's unknown keys or wrong types: refused before any work
     validate(data_cfg, DataConfig, "data.")  # fraction, max_rows, sample: the schema's ranges
 
 
@@ -169,132 +156,11 @@ def _sample_in_order(rows: list[dict], n: int, rng: random.Random) -> list[dict]
     return [rows[i] for i in chosen]
 
 
-# --------------------------------------------------------------------------- source kinds
-@dataclass(frozen=True)
-class SourceKind:
-    """Where a source's records come from: the first kind that ``matches`` a ``data.sources.*.path`` reads it
-    (``records``) and says what it is by content for the curate stage key (``identity``)."""
-
-    name: str
-    matches: Callable[[str], bool]
-    records: Callable[[Any, str], Iterator[Record]]  # (source config, its config key)
-    identity: Callable[[Any], dict]
-
-
-def _local_path(src: Any, key: str) -> Path:
-    local = Path(str(src.path)).expanduser()
-    if not local.is_file():
-        raise PlatypusError(
-            f"Data file '{src.path}' (config key {key}.path) does not exist. Give an existing "
-            ".json/.jsonl/.parquet/.csv file (optionally .gz), bundled:<file>, or a hub dataset id."
-        )
-    return local
-
-
-def _bundled_path(src: Any) -> Path:
-    return bundled(DATASETS, str(src.path)[len(BUNDLED_PREFIX):])
-
-
-SOURCE_KINDS = (
-    SourceKind("bundled", lambda path: path.startswith(BUNDLED_PREFIX),
-               lambda src, key: _read_file(_bundled_path(src)),
-               lambda src: {"bundled": str(src.path), "sha256": file_sha256(_bundled_path(src))}),
-    SourceKind("local", lambda path: Path(path).expanduser().exists() or _is_local_name(path),
-               lambda src, key: _read_file(_local_path(src, key)),
-               lambda src: ({"path": str(Path(str(src.path)).expanduser().resolve()),
-                             "sha256": file_sha256(Path(str(src.path)).expanduser())}
-                            if Path(str(src.path)).expanduser().is_file() else {"missing": str(src.path)})),
-    SourceKind("hub", lambda path: True, lambda src, key: _read_hub(str(src.path), src.split),
-               lambda src: {"hub_id": str(src.path), "split": str(src.split)}),
-)
-
-
-def source_kind(src: Any) -> SourceKind:
-    return next(kind for kind in SOURCE_KINDS if kind.matches(str(src.path)))
-
-
+# --------------------------------------------------------------------------- source kinds (platypus/data/kinds.py)
 def _records(src: Any, key: str) -> Iterator[Record]:
-    return source_kind(src).records(src, key)
+    return kind_of(src, key).records(str(src.path), key)
 
 
 def mixture_identity(data_cfg: Any) -> dict[str, dict]:
-    """Every source by content: sha256 of a bundled or local file, id + split of a hub dataset."""
-    return {name: source_kind(src).identity(src) for name, src in data_cfg.sources.items()}
-
-
-def _is_local_name(path: str) -> bool:
-    name = path[:-3] if path.endswith(".gz") else path
-    return name.endswith(LOCAL_SUFFIXES) or path.startswith(("/", "./", "../", "~"))
-
-
-def _read_file(path: Path) -> Iterator[Record]:
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    if name.endswith(".jsonl"):
-        return _read_jsonl(path)
-    if name.endswith(".json"):
-        return _read_json(path)
-    if name.endswith(".parquet"):
-        import pandas as pd
-
-        return _frame_records(pd.read_parquet(path), f"{path}:row ", first_row=1)
-    if name.endswith(".csv"):
-        import pandas as pd
-
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        return _frame_records(frame, f"{path}:", first_row=2)  # line 1 is the header
-    raise PlatypusError(f"Data file '{path}' has an unknown format; use .json, .jsonl, .parquet or .csv (optionally .gz).")
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
-
-
-def _read_jsonl(path: Path) -> Iterator[Record]:
-    """Line by line as bytes, so that a line that is not UTF-8 is named by its number like any bad row."""
-    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                yield Record(f"{path}:{line_no}", ValueError(f"not UTF-8 text: {exc.reason} at byte {exc.start}"))
-                continue
-            if not line.strip():
-                continue
-            try:
-                value: Any = json.loads(line)
-            except json.JSONDecodeError as exc:
-                value = exc
-            yield Record(f"{path}:{line_no}", value)
-
-
-def _read_json(path: Path) -> Iterator[Record]:
-    with _open_text(path) as fh:
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise PlatypusError(
-                f"Data file '{path}' is not valid JSON (line {exc.lineno}: {exc.msg}); fix it or convert it to JSONL."
-            ) from None
-    if not isinstance(data, list):
-        raise PlatypusError(f"Data file '{path}' must hold a JSON array of objects (or be JSONL).")
-    for i, value in enumerate(data):
-        yield Record(f"{path}:item {i}", value)
-
-
-def _frame_records(frame: Any, prefix: str, first_row: int) -> Iterator[Record]:
-    for i, value in enumerate(frame.to_dict(orient="records")):
-        yield Record(f"{prefix}{i + first_row}", value)
-
-
-def _read_hub(dataset_id: str, split: str) -> Iterator[Record]:
-    from datasets import load_dataset
-
-    try:
-        dataset = load_dataset(dataset_id, split=split)
-    except Exception as exc:  # network, unknown id, unknown split: all user-fixable
-        raise PlatypusError(
-            f"Could not load hub dataset '{dataset_id}' split '{split}' ({type(exc).__name__}: {exc}). "
-            "Check the id and split, your network / HF_HUB_OFFLINE setting, or point the source at a local file."
-        ) from None
-    for i, value in enumerate(dataset):
-        yield Record(f"{dataset_id}[{split}] row {i}", value)
+    """Every source by content: sha256 of a bundled or local file, id + split + revision of a hub dataset."""
+    return {name: kind_of(src, f"data.sources.{name}").identity(str(src.path)) for name, src in data_cfg.sources.items()}

@@ -22,11 +22,10 @@ from typing import Any
 from platypus import __version__
 from platypus.runtime import integrity
 from platypus.runtime.identity import digest, to_plain
-from platypus.runtime.io import read_json
+from platypus.runtime.io import MANIFEST, read_json
 from platypus.runtime.lock import flocked
 
 log = logging.getLogger("platypus")
-MANIFEST = "manifest.json"
 
 
 def key_inputs(value: Any) -> Any:

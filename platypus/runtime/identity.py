@@ -74,8 +74,17 @@ def identity(ref: str | Path) -> dict:
     folder = Path(ref)
     if folder.is_dir():
         files = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in MODEL_FILES}
-        return {"path": str(folder), "files": files}
+        return {"path": str(folder), "files": files, **snapshot_revision(folder)}
     return {"hub_id": str(ref), "revision": hub_revision(str(ref))}
+
+
+def snapshot_revision(folder: Path) -> dict:
+    """A folder of the Hugging Face cache (``models--org--name/snapshots/<commit>``, a pinned revision's
+    download): its hub id and resolved commit; {} for any other folder."""
+    repo = folder.parent.parent.name
+    if folder.parent.name != "snapshots" or not repo.startswith("models--"):
+        return {}
+    return {"hub_id": repo[len("models--"):].replace("--", "/"), "revision": folder.name}
 
 
 def versions() -> dict[str, str]:

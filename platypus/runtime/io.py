@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+MANIFEST = "manifest.json"
+
 
 def write_json_atomic(path: Path, content: Any, indent: int = 1) -> None:
     """Write ``content`` as JSON through a temporary sibling renamed over ``path``."""

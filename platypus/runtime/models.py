@@ -49,10 +49,22 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or os.sep in path.rstrip("/").split("/", 1)[-1]
 
 
+def split_revision(ref: str) -> tuple[str, str | None]:
+    """``hub_id@revision`` -> (hub_id, revision); anything else -> (ref, None)."""
+    if "@" in ref and not Path(ref).expanduser().exists():
+        repo_id, _, revision = ref.rpartition("@")
+        return repo_id, revision or None
+    return ref, None
+
+
 def resolve(path: str, gguf_file: str | None, cache_dir: str | Path, key: str = "model.path",
-            convert: bool = True) -> str:
-    """Return something ``from_pretrained`` loads: a local folder or a hub id. ``convert=False`` only checks
-    (a GGUF file is then returned as is, not converted): what the start-of-run checks use."""
+            convert: bool = True, revision: str | None = None) -> str:
+    """Return something ``from_pretrained`` loads: a local folder or a hub id. A hub id with a ``revision`` (or
+    given as ``hub_id@revision``) becomes the local snapshot of that revision, so everything that loads it (training,
+    merging, lm-eval) reads the pinned files. ``convert=False`` only checks (a GGUF file is then returned as is, not
+    converted, and nothing is downloaded): what the start-of-run checks use."""
+    path, pinned = split_revision(path)
+    revision = pinned or revision
     if path.startswith(PACKAGE_PREFIX):
         folder = _package_folder(path)
     elif Path(path).expanduser().exists():
@@ -60,10 +72,10 @@ def resolve(path: str, gguf_file: str | None, cache_dir: str | Path, key: str = 
     elif _looks_local(path):
         raise PlatypusError(f"{key}={path!r}: no such folder. Give an existing model folder or a hub id.")
     else:
-        _check_hub_reachable(path, key)
+        _check_hub_reachable(path, key, revision)
         if gguf_file:
             raise PlatypusError(f"{key}={path!r}: GGUF files are supported from local folders or packages only.")
-        return path
+        return pinned_snapshot(path, revision, key) if revision and convert else path
     if gguf_file:
         if not convert:
             return str(_check_gguf(folder, gguf_file))
@@ -73,17 +85,41 @@ def resolve(path: str, gguf_file: str | None, cache_dir: str | Path, key: str = 
     return str(folder)
 
 
-def _check_hub_reachable(repo_id: str, key: str) -> None:
+def _check_hub_reachable(repo_id: str, key: str, revision: str | None = None) -> None:
     """Offline, a hub id works only if it is already in the local HF cache: say so early."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
         return
     from huggingface_hub import try_to_load_from_cache
 
-    if not isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+    if not isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        at = f" at revision {revision}" if revision else ""
         raise PlatypusError(
             f"{key}={repo_id!r} is a hub id, but HF_HUB_OFFLINE=1 and it is not in the local Hugging Face "
-            f"cache. Download it on a machine with network access, or point {key} at a local folder."
+            f"cache{at}. Download it on a machine with network access, or point {key} at a local folder."
         )
+
+
+# Weight formats from_pretrained never reads for a PyTorch causal LM (and .bin / .pt when safetensors exist).
+UNUSED_WEIGHTS = ("*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.gguf", "*.ot", "*.tflite")
+
+
+def pinned_snapshot(repo_id: str, revision: str, key: str) -> str:
+    """The local folder of ``repo_id`` at ``revision`` (downloaded once into the Hugging Face cache); its name is
+    the resolved commit, which manifests record."""
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    try:
+        ignore = list(UNUSED_WEIGHTS)
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+            files = list_repo_files(repo_id, revision=revision)
+            if any(name.endswith(".safetensors") for name in files):
+                ignore += ["*.bin", "*.pt", "*.pth"]
+        return snapshot_download(repo_id, revision=revision, ignore_patterns=ignore)
+    except Exception as error:  # unknown revision, network, gated repo: all user-fixable
+        raise PlatypusError(
+            f"{key}={repo_id!r} at revision {revision!r} could not be downloaded: {_one_line(error)}. Check the "
+            f"revision (a branch, tag or commit of the repository), the network and your Hugging Face login."
+        ) from None
 
 
 def _check_gguf(folder: Path, gguf_file: str) -> Path:
@@ -192,7 +228,8 @@ def check_target_modules(model: torch.nn.Module, targets: list[str], key: str = 
 
 def base_model(cfg, convert: bool = True) -> str:
     """The run's base model (``model.path`` / ``model.gguf_file``) as something ``from_pretrained`` loads."""
-    return resolve(cfg.model.path, cfg.model.gguf_file, cfg.cache_dir, "model.path", convert=convert)
+    return resolve(cfg.model.path, cfg.model.gguf_file, cfg.cache_dir, "model.path", convert=convert,
+                   revision=cfg.model.get("revision"))
 
 
 def base_skeleton(cfg) -> torch.nn.Module:

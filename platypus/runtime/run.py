@@ -135,7 +135,7 @@ class Run:
             "config": key_material["config"],
             "inputs": inputs,
             "files": files,  # relative path -> size, sha256, mtime_ns: what reuse checks
-            "hash_seconds": round(hash_seconds, 2),
+            "hash_seconds": round(hash_seconds, 6),  # small stages hash in well under 10 ms
             "metrics": metrics,
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
             "seconds": round(seconds, 2),

@@ -1,18 +1,22 @@
-"""The stages, in the order a run executes them: ``get(name)`` imports one (and what it needs) on first use."""
+"""The stages a run can execute: ``cfg.stage_classes`` names each one's class with ``_target_``, in the order they
+run; :func:`get` builds one (importing its module, and what it needs, on first use)."""
 
 from __future__ import annotations
 
-import importlib
+from omegaconf import DictConfig
 
-from platypus.config import STAGES
 from platypus.stages.base import Artifact, Artifacts, Stage
 
-__all__ = ["Artifact", "Artifacts", "Stage", "STAGES", "get"]
-_LOADED: dict[str, Stage] = {}
+__all__ = ["Artifact", "Artifacts", "Stage", "get", "known"]
 
 
-def get(name: str) -> Stage:
-    """The registered stage ``name`` (its module: ``platypus.stages.<name>.stage``, class attribute ``STAGE``)."""
-    if name not in _LOADED:
-        _LOADED[name] = importlib.import_module(f"platypus.stages.{name}.stage").STAGE
-    return _LOADED[name]
+def known(cfg: DictConfig) -> list[str]:
+    """Every stage the config defines, in run order."""
+    return list(cfg.stage_classes)
+
+
+def get(cfg: DictConfig, name: str) -> Stage:
+    """The stage ``name`` (``stage_classes.<name>``), built from its node."""
+    from platypus.plugins import build
+
+    return build(cfg.stage_classes[name], Stage, f"stage_classes.{name}")

@@ -9,6 +9,7 @@ inputs from the config, else the artifacts earlier stages produced or this run f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,8 +29,10 @@ class Artifact(str, Enum):
 Artifacts = dict  # Artifact -> Path (a hub id, as a string, for a target not on disk)
 
 
+@dataclass
 class Stage:
-    name: ClassVar[str]
+    """A stage: a dataclass (its fields, if any, are set in its ``stage_classes`` node) named by ``_target_``."""
+
     sections: ClassVar[tuple[str, ...]]  # the config sections the stage's result depends on (part of its key)
     produces: ClassVar[dict[Artifact, str]] = {}  # artifact -> its path inside the finished stage folder
 
@@ -53,6 +56,18 @@ class Stage:
 
     def log(self, run, folder: Path, manifest: dict[str, Any]) -> None:
         """Send the finished stage's metrics, tables and images to the run's tracker."""
+
+    def summary_row(self, folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The finished stage's columns in a sweep summary (``platypus.report``)."""
+        return {}
+
+    def compare_runs(self, folders: list[Path]) -> list[dict[str, Any]]:
+        """Columns comparing runs (one finished folder of this stage each) against the first; none by default."""
+        return [{} for _ in folders]
+
+    def objective(self, manifest: dict[str, Any]) -> float | None:
+        """What a sweeper maximises, if this stage measures it (the last stage that does wins)."""
+        return None
 
     def outputs(self, folder: Path) -> Artifacts:
         return {artifact: folder / path for artifact, path in self.produces.items()}

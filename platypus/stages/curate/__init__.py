@@ -49,7 +49,7 @@ def run_curate(
     started = time.perf_counter()
     emb = cfg.embedding
     state = curate_steps.State(cfg, rows, benchmark_questions,
-                               lambda: Embedder(emb.model, Path(cache_dir), emb.batch_size, emb.device))
+                               lambda: Embedder(emb.model, Path(cache_dir), emb.batch_size, emb.device, emb.processes))
     for name in cfg.steps:
         module = curate_steps.get(name)
         state.metrics.setdefault(module.METRIC, 0)

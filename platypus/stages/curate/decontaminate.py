@@ -48,9 +48,14 @@ class _BenchmarkScan:
 
 
 def decontaminate(
-    train: np.ndarray, benchmarks: dict[str, np.ndarray], threshold: float, policy: str = "all"
+    train: np.ndarray, benchmarks: dict[str, np.ndarray], threshold: float, policy: str = "all",
+    index_params=None,
 ) -> Contamination:
-    """Flag training rows (L2-normalised ``train``) against each benchmark's question embeddings."""
+    """Flag training rows (L2-normalised ``train``) against each benchmark's question embeddings.
+
+    With ``index_params`` (a ``search.IndexParams``) each benchmark's questions go into a faiss index that
+    the rows query (search.py): only pairs at or above the threshold are found, so ``nearest`` is then
+    known only for rows with such a pair (-inf for the others)."""
     if policy not in DECONTAMINATION_POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {DECONTAMINATION_POLICIES}")
     n = len(train)
@@ -65,7 +70,7 @@ def decontaminate(
     )
     union = {p: np.zeros(n, bool) for p in DECONTAMINATION_POLICIES}
     for name, questions in benchmarks.items():
-        scan = _scan(train, questions)
+        scan = _scan(train, questions) if index_params is None else _scan_pairs(train, questions, thr, index_params)
         result.nearest = np.maximum(result.nearest, scan.row_best)
         flagged = {"all": _flag_all(scan, thr), "nearest_only": _flag_nearest(scan, thr, n)}
         for p, (mask, _, _) in flagged.items():
@@ -99,6 +104,23 @@ def _scan(train: np.ndarray, questions: np.ndarray) -> _BenchmarkScan:
         row_best[better] = r_best[better]
         row_arg[better] = q0 + r_arg[better]
     return _BenchmarkScan(row_best, row_arg, question_best, question_arg)
+
+
+def _scan_pairs(train: np.ndarray, questions: np.ndarray, thr: np.float32, params) -> _BenchmarkScan:
+    """The scan restricted to pairs at or above ``thr``, found by the approximate search."""
+    from platypus.stages.curate.search import approximate_pairs, build_index
+    from platypus.stages.curate.vectors import InMemory
+
+    bench = InMemory(questions)
+    index = build_index(bench, params.resolved(len(questions)), log=lambda _: None)
+    rows, qs, sims = approximate_pairs(index, InMemory(train), bench, thr, self_join=False, log=lambda _: None)
+    scan = _BenchmarkScan(np.full(len(train), -np.inf, np.float32), np.full(len(train), -1, np.int64),
+                          np.full(len(questions), -np.inf, np.float32), np.zeros(len(questions), np.int64))
+    for best, arg, own, other in ((scan.row_best, scan.row_arg, rows, qs), (scan.question_best, scan.question_arg, qs, rows)):
+        order = np.lexsort((sims, own))  # per owner, the most similar last: its assignment wins
+        best[own[order]] = sims[order]
+        arg[own[order]] = other[order]
+    return scan
 
 
 def _flag_all(scan: _BenchmarkScan, thr: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

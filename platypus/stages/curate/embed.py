@@ -5,7 +5,9 @@ The cache is a per-model store: ``<cache_dir>/embeddings/<model key>/`` holds sh
 vector). A call looks every text up by hash, embeds only the missing ones and writes them as
 one new shard. The model key hashes the model id with the resolved local folder's weights,
 so a different model (or different weights under the same name) never hits old vectors, and
-the model is only loaded when something is missing.
+the model is only loaded when something is missing. Missing texts are embedded ``CHUNK_TEXTS`` at a time,
+each chunk written as its own shard (atomically), so a run killed half-way re-embeds only its last chunk.
+With ``processes`` > 1 the chunks go through sentence-transformers' multi-process pool.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 
 from platypus.runtime.identity import file_sha256
 from platypus.resources import EMBEDDINGS
+
+CHUNK_TEXTS = 16_384  # texts embedded (and written as one shard) at a time
 
 # Ids of models shipped in installed Python packages: id -> package exposing get_model_path().
 PACKAGED_MODELS = {
@@ -45,8 +49,11 @@ def text_hashes(texts: list[str]) -> np.ndarray:
 class Embedder:
     """Embeds texts with SentenceTransformers, reading and filling the on-disk cache."""
 
-    def __init__(self, model_id: str, cache_dir: Path, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, model_id: str, cache_dir: Path, batch_size: int = 64, device: str = "cpu",
+                 processes: int = 1) -> None:
         self.model_id = model_id
+        self.processes = processes
+        self._pool = None  # the multi-process pool, while one is running
         self.location = resolve_model(model_id)
         self.batch_size = batch_size
         self.device = device
@@ -70,10 +77,13 @@ class Embedder:
         unique, first, inverse = np.unique(text_hashes(texts), return_index=True, return_inverse=True)
         found = self._lookup(unique)
         missing = np.array([k not in found for k in unique.tolist()], dtype=bool)
-        if missing.any():
-            vectors = self._embed([texts[i] for i in first[missing]])
-            self._write_shard(unique[missing], vectors)
-            found.update(zip(unique[missing].tolist(), vectors))
+        todo = np.flatnonzero(missing)
+        for start in range(0, len(todo), CHUNK_TEXTS):
+            part = todo[start : start + CHUNK_TEXTS]
+            vectors = self._embed([texts[i] for i in first[part]])
+            self._write_shard(unique[part], vectors)
+            found.update(zip(unique[part].tolist(), vectors))
+        self._close_pool()
         return np.stack([found[k] for k in unique.tolist()])[inverse.reshape(-1)]
 
     def _lookup(self, wanted: np.ndarray) -> dict[bytes, np.ndarray]:
@@ -107,10 +117,17 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(self.location, device=self.device)
-        vectors = self._model.encode(
-            texts, batch_size=self.batch_size, show_progress_bar=True, convert_to_numpy=True, normalize_embeddings=True
-        )
+            self._pool = (self._model.start_multi_process_pool([self.device] * self.processes)
+                          if self.processes > 1 else None)
+        vectors = self._model.encode(texts, batch_size=self.batch_size, show_progress_bar=len(texts) > 1000,
+                                     convert_to_numpy=True, normalize_embeddings=True, pool=self._pool)
         return normalize(np.asarray(vectors, dtype=np.float32))
+
+    def _close_pool(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._model.stop_multi_process_pool(self._pool)
+            self._pool = None
+            self._model = None
 
     def _write_shard(self, keys: np.ndarray, vectors: np.ndarray, name: str | None = None) -> None:
         """Vectors first, keys last (atomically renamed): a shard exists once its keys do."""

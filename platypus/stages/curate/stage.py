@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import csv
 import json
 from pathlib import Path
@@ -24,8 +26,8 @@ def curate_inputs(cfg) -> dict:
                                                                                             question_sets(cfg))}
 
 
+@dataclass
 class CurateStage(Stage):
-    name = "curate"
     sections = ("data", "curate", "benchmarks", "seed")
     produces = {Artifact.dataset: "train.jsonl"}
 
@@ -53,5 +55,10 @@ class CurateStage(Stage):
             run.tracker.table("curate/removed", removed[0], removed[1:])
         run.tracker.image("curate/similarity_hist", folder / "similarity_hist.png")
 
-
-STAGE = CurateStage()
+    def summary_row(self, folder: Path, manifest: dict) -> dict:
+        metrics = manifest.get("metrics", {})
+        row = {"curate_kept": metrics.get("kept")}
+        if "rows_in" in metrics and "kept" in metrics:
+            row["curate_removed"] = metrics["rows_in"] - metrics["kept"]
+        row.update({f"curate_{name}": value for name, value in metrics.items() if name.startswith("removed_")})
+        return row

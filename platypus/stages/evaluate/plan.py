@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from lm_eval.api.model import LM
 
-from platypus.stages.evaluate import stats
+import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
 from platypus.stages.evaluate.backends import EvalModel, load_lm, model_dtype, plain_config
 from platypus.stages.evaluate.documents import sample_size, task_limit
@@ -121,7 +121,7 @@ def plan(
     import lm_eval
 
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
-    suite = build_suite(eval_cfg, benchmarks_cfg, Path(folder), Path(cache_dir))
+    suite = build_suite(eval_cfg, benchmarks_cfg, Path(folder), Path(cache_dir), log)
     task_manager = suite.task_manager()
     prefix = eval_cfg.get("backend", "prefix") == "prefix"
     lm = timer = None
@@ -133,7 +133,7 @@ def plan(
     rows = []
     for key, suite_task in suite.tasks.items():
         limit = task_limit(eval_cfg, key)
-        shots = int(eval_cfg["tasks"][key]["num_fewshot"])
+        shots = suite_task.lm_eval_fewshot(int(eval_cfg["tasks"][key]["num_fewshot"]))  # v1: in the documents
         loaded = task_manager.load(suite_task.lm_eval_names)["tasks"]
         row = {"task": key, "lm_eval_tasks": len(loaded), "num_fewshot": shots, "limit": limit, "docs": 0,
                "requests": 0, "chars": 0.0, "unit": unit, "s_per_request": None, "est_seconds": None}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from platypus.fields import DELTA_KEYS
-from platypus.stages.evaluate import stats
+import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, size_weighted_mean, subject_breakdown
 from platypus.stages.evaluate.documents import outcomes
 from platypus.stages.evaluate.tasks import Suite, subject_categories
@@ -45,6 +45,18 @@ DELTAS = DELTA_KEYS  # summary keys: vs the first model; the merged model vs the
 DELTA, DELTA_TARGET = DELTAS
 
 
+NUMBERS = ("value", "low", "high", "p")  # of a delta, in a sweep summary's csv beside its text
+
+
+def delta_columns(prefix: str, deltas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``<prefix>/<task>``: "+0.0310 [-0.0040, +0.0660]*" (summary.md), and its numbers for the csv."""
+    out: dict[str, Any] = {}
+    for task, delta in deltas.items():
+        out[f"{prefix}/{task}"] = delta_text(delta)
+        out.update({f"{prefix}/{task}/{k}": delta[k] for k in NUMBERS})
+    return out
+
+
 def verdict(summary: Mapping[str, Any], columns: list[str]) -> list[str]:
     """One sentence per comparison naming the significant and the non-significant deltas, each also as the
     percentage change of the reference's score (the paper's tables)."""
@@ -76,7 +88,8 @@ def published_table(published: Mapping[str, Any], summary: Mapping[str, Any], co
     ours = {c: score_of(summary[label].get(c)) for c in columns}
     theirs = {**published.get("scores", {}), AVERAGE: published.get("average")}
     cell = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-    lines = [f"Published vs ours: {published['model']} ({published['source']}) vs this run's {label}", "",
+    lines = [f"Published vs ours: {published['model']} ({published['source']}; revision {published['card_revision']}) "
+             f"vs this run's {label}", "",
              "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
              "| published | " + " | ".join(cell(theirs.get(c)) for c in columns) + " |",
              f"| ours ({label}) | " + " | ".join(cell(None if ours[c] is None else 100 * ours[c]) for c in columns) + " |",

@@ -24,7 +24,9 @@ from platypus.runtime import integrity
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest
 from platypus.runtime.io import read_json, write_json_atomic
-from platypus.stages.evaluate import report, stats
+import platypus.stages.evaluate.report as report
+from platypus.stages.evaluate.files import FILES
+import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
 from platypus.stages.evaluate.backends import (
     EvalModel,
@@ -99,7 +101,7 @@ def evaluate_models(
         raise PlatypusError(f"Model labels must be unique, non-empty and contain no '/': got {labels}.")
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
     out_dir = Path(out_dir)
-    suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir))
+    suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir), log)
     task_manager = suite.task_manager()
     if suite.source == "hub":
         check_hub_names(suite, benchmarks_cfg, task_manager)
@@ -122,6 +124,7 @@ def evaluate_models(
                 "lm_eval_tasks": task.lm_eval_names,
                 "benchmark": {"source": suite.source, **bench},
                 "num_fewshot": int(task_cfg["num_fewshot"]),
+                "fewshot_stream": task.fewshot_stream,  # v1: the exemplars are in the documents, lm-eval runs 0-shot
                 "limit": task_limit(eval_cfg, key),
                 "documents": documents[key],
                 "batch_size": bs,
@@ -148,10 +151,10 @@ def evaluate_models(
                 described = "all documents" if settings["limit"] is None else (
                     f"limit {settings['limit']} ({eval_cfg.get('subset', 'random')})")
                 log(f"[evaluate] {model.label}/{key}: {len(task.lm_eval_names)} lm-eval task(s), "
-                    f"{settings['num_fewshot']}-shot, {described}")
+                    f"{settings['num_fewshot']}-shot ({task.fewshot_stream} stream), {described}")
                 start = time.perf_counter()
                 before = dataclasses.replace(lm.counts) if hasattr(lm, "counts") else None
-                output = _run_task(lm, task, task_manager, settings["num_fewshot"], documents[key])
+                output = _run_task(lm, task, task_manager, task.lm_eval_fewshot(settings["num_fewshot"]), documents[key])
                 cached = {"key": key_hash, "settings": settings, "seconds": time.perf_counter() - start, **output}
                 if before is not None:  # the prefix scorer: tokens HFLM would have run, and tokens computed
                     cached["tokens"] = {"requested": lm.counts.requested - before.requested,
@@ -166,7 +169,7 @@ def evaluate_models(
             tasks_out[key] = {k: cached[k] for k in LM_EVAL_KEYS}
             items[key] = cached["items"]
             seconds[key] = cached["seconds"]
-            task_settings[key] = {k: settings[k] for k in ("num_fewshot", "limit")}
+            task_settings[key] = {k: settings[k] for k in ("num_fewshot", "fewshot_stream", "limit")}
             if suite.source == "bundled" and bench.get("note"):
                 task_settings[key]["note"] = bench["note"]
         del lm
@@ -192,9 +195,7 @@ def evaluate_models(
     summary = summarize(suite, eval_cfg, all_results)
     subjects = report.subject_results(suite, eval_cfg, benchmarks_cfg, all_results)
     table = report.markdown_table(summary, subjects, eval_cfg)
-    files = {name: out_dir / file for name, file in
-             (("results", "results.json"), ("summary", "summary.json"), ("subjects", "subjects.json"),
-              ("table", "table.md"), ("chart", "chart.png"))}
+    files = {name: out_dir / getattr(FILES, name) for name in ("results", "summary", "subjects", "table", "chart")}
     files["results"].write_text(json.dumps(all_results, indent=1, default=handle_non_serializable))
     files["summary"].write_text(json.dumps(summary, indent=1))
     files["subjects"].write_text(json.dumps(subjects, indent=1))

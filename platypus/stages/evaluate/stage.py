@@ -6,6 +6,8 @@ writes ``evaluate_plan.md`` into the run folder, evaluating nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 import logging
 import tempfile
@@ -19,7 +21,9 @@ from platypus.runtime.tracking import flatten
 from platypus.stages.base import Artifact, Stage
 from platypus.stages.evaluate.aggregate import AVERAGE
 from platypus.stages.evaluate.backends import EvalModel, resolve_batch_size, resolve_dtype
-from platypus.stages.evaluate.report import DELTAS, published_table
+from platypus.runtime.io import read_json
+from platypus.stages.evaluate.files import FILES
+from platypus.stages.evaluate.report import DELTAS, delta_columns, published_table
 from platypus.stages.evaluate.tasks import resolve_benchmark
 
 log = logging.getLogger("platypus")
@@ -48,8 +52,8 @@ def distinct_labels(paths: list[str]) -> list[str]:
     raise PlatypusError(f"evaluate.models lists the same model twice: {paths}. Give each model once.")
 
 
+@dataclass
 class EvaluateStage(Stage):
-    name = "evaluate"
     sections = ("eval", "benchmarks")
 
     def check(self, cfg) -> None:
@@ -100,13 +104,40 @@ class EvaluateStage(Stage):
         from platypus.stages.evaluate.runner import evaluate_models
 
         result = evaluate_models(cfg.eval, cfg.benchmarks, inputs["models"], out, Path(cfg.cache_dir), log=log.info)
+        if cfg.get("published"):  # a paper preset: its published numbers beside ours
+            columns = list(dict.fromkeys([*cfg.eval.tasks, *cfg.published.scores, AVERAGE]))
+            (out / FILES.published).write_text(published_table(to_plain(cfg.published), result["summary"], columns))
         return {"summary": result["summary"], "table": result["table"]}
+
+    def objective(self, manifest: dict) -> float | None:
+        """The leaderboard average of the last model evaluated: what a sweeper maximises."""
+        averages = [v.get(AVERAGE) for v in manifest["metrics"]["summary"].values() if isinstance(v, dict)]
+        return averages[-1] if averages else None
+
+    def summary_row(self, folder: Path, manifest: dict) -> dict:
+        """Every benchmark metric per model (``<model>/<task>/<metric>``) and each paired delta's columns."""
+        row: dict = {}
+        for model, tasks in (read_json(folder / FILES.summary) or manifest["metrics"].get("summary") or {}).items():
+            for task, metrics in (tasks.items() if isinstance(tasks, dict) else []):
+                if task in DELTAS:  # paired deltas vs the run's first model (and the merged model's vs the target)
+                    row.update(delta_columns(f"{model}/{task}", {t: d for t, d in metrics.items() if t != "reference"}))
+                elif isinstance(metrics, dict):
+                    row.update({f"{model}/{task}/{metric}": value for metric, value in metrics.items()})
+                else:
+                    row[f"{model}/{task}"] = metrics
+        return row
+
+    def compare_runs(self, folders: list[Path]) -> list[dict]:
+        """Each run's final model against the first run's, paired on the documents both were scored on."""
+        from platypus.stages.evaluate.comparison import compare_with_reference
+
+        return compare_with_reference(folders)
 
     def log(self, run, folder: Path, manifest: dict) -> None:
         summary = manifest["metrics"]["summary"]
         for label, tasks in summary.items():
             run.tracker.log(flatten(tasks, f"eval/{label}"))
-        run.tracker.image("eval/chart", folder / "chart.png")
+        run.tracker.image("eval/chart", folder / FILES.chart)
         rows = [[label, task, metric, value] for label, tasks in summary.items() for task, metrics in tasks.items()
                 if task not in DELTAS for metric, value in (metrics.items() if isinstance(metrics, dict) else [("value", metrics)])]
         run.tracker.table("eval/results", ["model", "task", "metric", "value"], rows)
@@ -115,17 +146,12 @@ class EvaluateStage(Stage):
                   for task, v in d.items() if task != "reference"]
         if deltas:
             run.tracker.table("eval/deltas", DELTA_COLUMNS, deltas)
-        (run.root / "summary.json").write_text(json.dumps(summary, indent=2))
         headline = manifest["metrics"]["table"].split("\n### ")[0]  # the per-category/subject tables stay in table.md
-        log.info(f"\n{headline}\n(full table with MMLU per category and subject: {folder / 'table.md'})")
-        if run.cfg.get("published"):  # a paper preset: its published numbers beside ours
-            columns = list(dict.fromkeys([*run.cfg.eval.tasks, *run.cfg.published.scores, AVERAGE]))
-            text = published_table(to_plain(run.cfg.published), summary, columns)
-            (run.root / "published_vs_ours.md").write_text(text)
-            run.tracker.log({f"published/{task}": value for task, value in run.cfg.published.scores.items()})
-            log.info(f"\n{text}")
-        averages = [v.get(AVERAGE) for v in summary.values() if isinstance(v, dict)]
-        run.objective = averages[-1] if averages else None
+        log.info(f"\n{headline}\n(full table with MMLU per category and subject: {folder / FILES.table})")
+        if (folder / FILES.published).is_file():
+            run.tracker.log({f"published/{task}": value for task, value in run.cfg.published.scores.items()
+                             if value is not None})
+            log.info(f"\n{(folder / FILES.published).read_text()}")
 
 
 def plan_evaluation(cfg, root: Path, eval_models: list[EvalModel]) -> None:
@@ -146,4 +172,3 @@ def plan_evaluation(cfg, root: Path, eval_models: list[EvalModel]) -> None:
     log.info(f"\n{text}\n(plan only: nothing was evaluated; written to {root / 'evaluate_plan.md'})")
 
 
-STAGE = EvaluateStage()

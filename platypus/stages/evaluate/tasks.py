@@ -9,11 +9,12 @@ keyed by the bundled files' hash), which keeps lm-eval's own ``dev``/``first_n``
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -21,6 +22,7 @@ from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest, file_sha256
 from platypus.runtime.io import staged_folder
 from platypus.resources import BENCHMARKS
+from platypus.stages.evaluate import fewshot_v1
 
 SUBJECT = "{subject}"
 SUBJECT_FIELD = "subject"
@@ -42,22 +44,27 @@ class SuiteTask:
     lm_eval_names: list[str]
     # lm-eval task name -> subject, for per-subject benchmarks (MMLU); empty otherwise.
     subjects: dict[str, str]
+    fewshot_stream: str = "lm_eval"  # v1: the task's YAML carries v1's exemplars and runs 0-shot (fewshot_v1.py)
+
+    def lm_eval_fewshot(self, num_fewshot: int) -> int:
+        """The few-shot count lm-eval is given: 0 where the v1 blocks are already in the documents."""
+        return 0 if self.fewshot_stream == "v1" else num_fewshot
 
 
 @dataclass(frozen=True)
 class Suite:
     source: str
     tasks: dict[str, SuiteTask]
-    # Folder of generated YAMLs (bundled) or None (hub: lm-eval's built-in tasks).
+    # Folder of generated YAMLs (bundled; hub: the v1 stream's tasks) or None (hub: lm-eval's built-in tasks).
     include_path: Path | None
 
     def task_manager(self):
-        """Bundled: index only our folder (0.01 s); hub: lm-eval's defaults (~12 s)."""
+        """Bundled: index only our folder (0.01 s); hub: lm-eval's defaults (~12 s), overridden by our folder."""
         from lm_eval.tasks import TaskManager
 
         if self.include_path is None:
             return TaskManager()
-        return TaskManager(include_path=str(self.include_path), include_defaults=False)
+        return TaskManager(include_path=str(self.include_path), include_defaults=self.source == "hub")
 
 
 # --------------------------------------------------------------------------- official YAMLs
@@ -128,9 +135,11 @@ def resolve_benchmark(task_key: str, task_cfg: Mapping[str, Any], benchmarks_cfg
 
 
 def build_suite(
-    eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any], folder: Path, cache_dir: Path
+    eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any], folder: Path, cache_dir: Path,
+    log: Callable[[str], None] = print,
 ) -> Suite:
-    """Resolve every ``eval.tasks`` entry; for bundled data, write the task YAMLs into ``folder``."""
+    """Resolve every ``eval.tasks`` entry; for bundled data, write the task YAMLs into ``folder``; with
+    ``eval.fewshot_stream=v1``, rewrite ARC's and HellaSwag's to carry v1's exemplars."""
     source = benchmarks_cfg["source"]
     if source not in SOURCES:
         raise PlatypusError(f"benchmarks.source={source!r}: use one of {', '.join(SOURCES)}.")
@@ -151,12 +160,40 @@ def build_suite(
         tasks[key] = SuiteTask(key=key, benchmark=name, lm_eval_names=names, subjects=subjects)
         if source == "bundled":
             definitions.update(_bundled_definitions(name, bench, cache_dir))
-    if source == "hub":
-        return Suite(source=source, tasks=tasks, include_path=None)
+    suite = Suite(source=source, tasks=tasks, include_path=None if source == "hub" else folder)
+    if source == "bundled":
+        folder.mkdir(parents=True, exist_ok=True)
+        for task_name, definition in definitions.items():
+            (folder / f"{task_name}.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
+    if eval_cfg.get("fewshot_stream", "lm_eval") == "v1":
+        suite = _replay_v1(suite, eval_cfg, benchmarks_cfg, definitions, folder, log)
+    return suite
+
+
+def _replay_v1(suite: Suite, eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any],
+               definitions: Mapping[str, dict], folder: Path, log: Callable[[str], None]) -> Suite:
+    """The suite with ARC's and HellaSwag's tasks replaying v1's exemplars (a task whose pool, its train split,
+    is not available is said so in one line and keeps lm-eval's sampler)."""
+    chosen = {key: task for key, task in suite.tasks.items()
+              if task.benchmark in fewshot_v1.BENCHMARKS and int(eval_cfg["tasks"][key]["num_fewshot"]) > 0}
+    if not chosen:
+        return suite
+    loaded = suite.task_manager().load([task.lm_eval_names[0] for task in chosen.values()])["tasks"]
     folder.mkdir(parents=True, exist_ok=True)
-    for task_name, definition in definitions.items():
-        (folder / f"{task_name}.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
-    return Suite(source=source, tasks=tasks, include_path=folder)
+    tasks = dict(suite.tasks)
+    for key, task in chosen.items():
+        name = task.lm_eval_names[0]  # ARC and HellaSwag are one lm-eval task each
+        lm_task = loaded[name]
+        if not lm_task.has_training_docs():
+            log(f"[evaluate] eval.fewshot_stream=v1: {task.benchmark}'s v1 exemplar pool (its train split) is not "
+                f"in benchmarks.source={suite.source}; its few-shot examples come from lm-eval's sampler instead.")
+            continue
+        bench = benchmarks_cfg["sets"][task.benchmark]
+        definition = definitions.get(name) or {"include": str(_official_yaml(task.benchmark, bench)), "task": name,
+                                               "tag": []}
+        fewshot_v1.replay(lm_task, int(eval_cfg["tasks"][key]["num_fewshot"]), definition, folder)
+        tasks[key] = dataclasses.replace(task, fewshot_stream="v1")
+    return Suite(source=suite.source, tasks=tasks, include_path=folder)
 
 
 def check_hub_names(suite: Suite, benchmarks_cfg: Mapping[str, Any], task_manager) -> None:

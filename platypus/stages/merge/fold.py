@@ -54,7 +54,8 @@ def resolve_target(cfg: DictConfig, base_path: str, cache_dir: str) -> str:
         return base_path
     preset = model_preset(target) if "/" not in target and not Path(target).exists() else None
     if preset is not None:
-        resolved = models.resolve(preset.path, preset.get("gguf_file"), cache_dir, key=f"merge.target={target} (model preset)")
+        resolved = models.resolve(preset.path, preset.get("gguf_file"), cache_dir, key=f"merge.target={target} (model preset)",
+                                  revision=preset.get("revision"))
     else:
         resolved = models.resolve(target, None, cache_dir, key="merge.target")
     if recipe.into_base_only and Path(resolved).resolve() != Path(base_path).resolve() and resolved != base_path:

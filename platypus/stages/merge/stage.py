@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 import logging
 from pathlib import Path
@@ -18,8 +20,8 @@ from platypus.stages.merge.fold import merge, resolve_target
 log = logging.getLogger("platypus")
 
 
+@dataclass
 class MergeStage(Stage):
-    name = "merge"
     sections = ("merge", "model", "seed")
     produces = {Artifact.merged: "model"}
 
@@ -71,4 +73,3 @@ class MergeStage(Stage):
         return merge(cfg.merge, cfg.model, inputs["base"], inputs["adapters"], out, cfg.cache_dir, seed=cfg.seed)
 
 
-STAGE = MergeStage()

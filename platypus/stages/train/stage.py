@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pathlib import Path
 
 from platypus.runtime import models
@@ -11,8 +13,8 @@ from platypus.stages.base import Artifact, Stage
 from platypus.stages.train import trainer
 
 
+@dataclass
 class TrainStage(Stage):
-    name = "train"
     sections = ("model", "lora", "train", "seed")
     produces = {Artifact.adapter: "adapter"}
 
@@ -51,5 +53,6 @@ class TrainStage(Stage):
         run.tracker.log({f"train/{k}": v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))})
         run.tracker.image("train/loss_curve", folder / "loss.png")
 
-
-STAGE = TrainStage()
+    def summary_row(self, folder: Path, manifest: dict) -> dict:
+        metrics = manifest.get("metrics", {})
+        return {"train_loss": metrics.get("loss"), "train_steps": metrics.get("steps")}

@@ -72,6 +72,12 @@ class State:
             self.timings["embed_train"] = time.perf_counter() - t0
         return self.embeddings
 
+    def index_params(self):
+        """The approximate search's index settings (curate.search)."""
+        from platypus.stages.curate.search import IndexParams
+
+        return IndexParams(nlist=self.cfg.search.nlist, nprobe=self.cfg.search.nprobe)
+
     def row(self, local: int) -> dict:
         return self.rows[self.current[local]]
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from platypus.stages.curate.audit import Removal
 from platypus.stages.curate.decontaminate import decontaminate, ngram_contamination
+from platypus.stages.curate.search import describe, use_approximate
 from platypus.stages.curate.steps import State
 
 SECTION = "decontaminate"
@@ -23,7 +24,9 @@ def run(state: State) -> None:
     bench_embeddings = {name: state.embedder.encode(qs) for name, qs in questions.items() if qs}
     state.timings["embed_benchmarks"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    found = decontaminate(embeddings, bench_embeddings, cfg.threshold, cfg.policy)
+    approximate = use_approximate(cfg.search, len(embeddings), state.cfg.search.exact_up_to)
+    found = decontaminate(embeddings, bench_embeddings, cfg.threshold, cfg.policy,
+                          state.index_params() if approximate else None)
     drop = found.remove.copy()
     for local in np.flatnonzero(found.remove):
         row, name = state.row(local), found.benchmark[local]
@@ -46,6 +49,9 @@ def run(state: State) -> None:
     state.settings["decontaminate"] = {
         "threshold": cfg.threshold,
         "policy": cfg.policy,
+        "search": ({"search": "approximate", "per_benchmark": {name: describe(state.index_params().resolved(len(qs)))
+                                                             for name, qs in questions.items() if qs}}
+                   if approximate else {"search": "exact"}),
         "benchmark_questions": {name: len(qs) for name, qs in questions.items()},
         "rows_flagged_per_policy": found.counts,
         "rows_flagged_total_per_policy": found.totals,

@@ -1,0 +1,110 @@
+"""The Open LLM Leaderboard v1 few-shot stream (lm-eval b281b09), replayed on today's lm-eval without patching it.
+
+b281b09 (``lm_eval/evaluator.py`` l.213-239, ``base.py`` l.569-573) shuffled a task's test documents with one
+``random.Random(42)`` and then, in that shuffled order, drew each document's exemplars with
+``rnd.sample(train_docs, k)``. Both calls depend only on the counts, so every document's exemplars are computed
+here offline. The block ``"\\n\\n".join(query_i + " " + answer_i) + "\\n\\n"`` is attached to each document in
+``process_docs`` (column :data:`FIELD`), rendered in front of the task's own ``doc_to_text``, and the task runs
+0-shot: the context scored is v1's, byte for byte. It applies to ARC and HellaSwag, the tasks v1 sampled for
+(MMLU took the first 5 dev questions, as lm-eval still does; TruthfulQA is 0-shot).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from platypus.runtime.errors import PlatypusError
+
+BENCHMARKS = ("arc_challenge", "hellaswag")  # the suite's benchmark names the v1 stream applies to
+FIELD = "v1_fewshot"
+V1_SEED = 42  # evaluator.py: rnd = random.Random(); rnd.seed(42)
+
+
+def exemplar_indices(n_docs: int, n_pool: int, k: int) -> list[list[int]]:
+    """Per test document (in dataset order), the pool indices v1 drew as its ``k`` exemplars."""
+    rnd = random.Random()
+    rnd.seed(V1_SEED)
+    order = list(range(n_docs))
+    rnd.shuffle(order)  # the test documents, shuffled once per task
+    drawn: list[list[int]] = [[] for _ in range(n_docs)]
+    for doc in order:  # then one sample per document, in the shuffled order
+        drawn[doc] = rnd.sample(range(n_pool), k)
+    return drawn
+
+
+def blocks(exemplars: list[str], n_docs: int, k: int) -> list[str]:
+    """Each test document's exemplar block, ready to be put in front of its query."""
+    return ["\n\n".join(exemplars[i] for i in chosen) + "\n\n" for chosen in exemplar_indices(n_docs, len(exemplars), k)]
+
+
+def rendered_exemplar(task: Any, doc: dict) -> str:
+    """A pool document as v1 wrote it: ``doc_to_text + " " + the gold answer`` (lm-eval's own templates)."""
+    choices = task.doc_to_choice(doc)
+    return task.doc_to_text(doc) + task.config.target_delimiter + choices[task.doc_to_target(doc)]
+
+
+def attach_blocks(dataset: Any, blocks_file: str, base: str = "") -> Any:
+    """``process_docs``: the task's own processing (``base``, ``module:function``), then the blocks as a column of
+    the evaluated split (lm-eval processes every split; the others get empty blocks)."""
+    if base:
+        module, _, function = base.partition(":")
+        dataset = getattr(importlib.import_module(module), function)(dataset)
+    saved = json.loads(Path(blocks_file).read_text(encoding="utf-8"))
+    if str(dataset.split) != saved["split"]:
+        return dataset.add_column(FIELD, [""] * len(dataset))
+    if len(saved["blocks"]) != len(dataset):
+        raise PlatypusError(
+            f"{blocks_file} holds {len(saved['blocks'])} v1 few-shot blocks but the task has {len(dataset)} documents: "
+            "the benchmark data changed after the blocks were computed. Delete the run's evaluate/tasks folder and rerun."
+        )
+    return dataset.add_column(FIELD, saved["blocks"])
+
+
+def _base_process_docs(task: Any) -> str:
+    function = getattr(task.config, "process_docs", None)
+    if function is None:
+        return ""
+    module = getattr(function, "__module__", "")
+    try:
+        importable = getattr(importlib.import_module(module), function.__name__, None) is not None
+    except ImportError:
+        importable = False
+    if not importable:  # lm-eval loads a task's utils.py by file path; import it by its package name instead
+        module = f"lm_eval.tasks.{Path(task.config.task).name}.utils"
+    return f"{module}:{function.__name__}"
+
+
+def replay(task: Any, k: int, definition: dict, folder: Path) -> str:
+    """Write ``<task>.yaml`` into ``folder``: ``definition`` (the task's YAML) 0-shot, with each document's v1 block
+    attached in ``process_docs`` and rendered before ``doc_to_text``. Returns the YAML's text."""
+    name = task.config.task
+    template = task.config.doc_to_text
+    if not isinstance(template, str):
+        raise PlatypusError(
+            f"eval.fewshot_stream=v1: lm-eval's task {name!r} renders its prompt with a function, not a template, so "
+            "the v1 block cannot be put in front of it. Use eval.fewshot_stream=lm_eval for it."
+        )
+    pool = [rendered_exemplar(task, doc) for doc in task.training_docs()]
+    split = task.config.test_split or task.config.validation_split  # the split lm-eval evaluates
+    saved = {"split": split, "blocks": blocks(pool, len(task.eval_docs), k)}
+    blocks_file = folder / f"{name}.{FIELD}.json"
+    blocks_file.write_text(json.dumps(saved), encoding="utf-8")
+    module = folder / f"{FIELD}_{name}.py"
+    module.write_text(
+        "# Generated by platypus (platypus/stages/evaluate/fewshot_v1.py): v1's few-shot blocks for this task.\n"
+        "import functools\n\nfrom platypus.stages.evaluate.fewshot_v1 import attach_blocks\n\n"
+        f"process_docs = functools.partial(attach_blocks, blocks_file={str(blocks_file)!r}, "
+        f"base={_base_process_docs(task)!r})\n",
+        encoding="utf-8",
+    )
+    definition = {**definition, "doc_to_text": "{{" + FIELD + "}}" + template, "num_fewshot": 0}
+    definition.pop("process_docs", None)
+    text = yaml.safe_dump(definition, sort_keys=False) + f"process_docs: !function {module.stem}.process_docs\n"
+    (folder / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return text
