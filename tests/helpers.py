@@ -151,3 +151,16 @@ def train_configs(tiny_model_dir, **train_overrides):
     )
     lora = OmegaConf.merge(OmegaConf.structured(LoraConfig), {"name": "p", "target_modules": ["gate_proj", "up_proj", "down_proj"]})
     return train_cfg, lora, model_cfg(str(tiny_model_dir))
+
+
+ADDED = ["<|end_of_turn|>", "<|pad_0|>"]  # OpenOrcaxOpenChat-Preview2-13B adds two tokens to Llama-2's 32,000
+
+
+def extended_target(folder: Path, tokenizer) -> Path:
+    """A fine-tune of another seed whose tokenizer adds two tokens after the base's ids (and embedding rows)."""
+    from transformers import AutoTokenizer
+
+    grown = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    grown.add_tokens(ADDED, special_tokens=True)
+    assert len(grown) == len(tokenizer) + 2
+    return tiny_llama(folder, grown, seed=11)

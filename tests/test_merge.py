@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from peft import PeftModel
@@ -11,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
-from tests.helpers import MODEL, logits, merge_cfg, random_adapter, reordered, tiny_llama
+from tests.helpers import MODEL, extended_target, logits, merge_cfg, random_adapter, reordered, tiny_llama
 
 @pytest.fixture()
 def pair(tiny_model_dir, tmp_path):
@@ -49,15 +48,6 @@ def test_reordered_vocabulary_is_refused(tiny_model_dir, tmp_path, pair):
     with pytest.raises(PlatypusError, match=r"tokenizer of .* differs.*2 of its 49,152 ids name other tokens"):
         merge(merge_cfg(recipe="into_model", target=str(other)), MODEL, str(tiny_model_dir), adapter, tmp_path, str(tmp_path))
     assert not (tmp_path / "model").exists()
-
-ADDED = ["<|end_of_turn|>", "<|pad_0|>"]  # OpenOrcaxOpenChat-Preview2-13B adds two tokens to Llama-2's 32,000
-
-def extended_target(folder: Path, tokenizer) -> Path:
-    """A fine-tune of another seed whose tokenizer adds two tokens after the base's ids (and embedding rows)."""
-    grown = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
-    grown.add_tokens(ADDED, special_tokens=True)
-    assert len(grown) == len(tokenizer) + 2
-    return tiny_llama(folder, grown, seed=11)
 
 def test_target_that_extends_the_vocabulary_takes_an_mlp_only_adapter(tiny_model_dir, tmp_path, pair):
     """The OpenOrca-Platypus2 case: the merged model equals the unfolded adapter on the target, and on the shared
