@@ -1,6 +1,6 @@
 # make run   -- the embedded default pipeline (SmolLM2-135M + bundled data, CPU, offline)
 # make test  -- the test suite (what CI runs)
-# make test-fast -- the unit tier: no processes, wheels or real models (about a minute)
+# make test-fast -- the unit tier: no processes, wheels, real models or whole-stage runs
 # Both create .venv and install everything on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -6,11 +6,11 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# In a checkout (run.py, PYTHONPATH=.), ``platypus.conf`` is the top-level conf/ folder; installs map it there
-# through pyproject's package-dir, which a plain sys.path entry cannot do.
+# In a checkout (run.py, PYTHONPATH=., an editable install), ``platypus.conf`` is this checkout's top-level conf/;
+# a wheel ships it inside the package (pyproject's package-dir), which a plain sys.path entry cannot do.
 _CHECKOUT_CONF = Path(__file__).resolve().parent.parent / "conf"
 if "platypus.conf" not in sys.modules and not (Path(__file__).parent / "conf").is_dir() and (
-        _CHECKOUT_CONF / "__init__.py").is_file() and importlib.util.find_spec("platypus.conf") is None:
+        _CHECKOUT_CONF / "__init__.py").is_file():
     _spec = importlib.util.spec_from_file_location("platypus.conf", _CHECKOUT_CONF / "__init__.py",
                                                    submodule_search_locations=[str(_CHECKOUT_CONF)])
     sys.modules["platypus.conf"] = importlib.util.module_from_spec(_spec)

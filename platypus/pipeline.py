@@ -118,10 +118,22 @@ def main(cfg: DictConfig) -> float | None:
     """Entry called by run.py: user-fixable problems become one paragraph and exit code 2."""
     from hydra.core.hydra_config import HydraConfig
 
-    return run_checked(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra = HydraConfig.get()
+    given = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra.overrides.hydra)
+    return run_checked(cfg, Path(hydra.runtime.output_dir), run_dir_given=given)
 
 
-def run_checked(cfg: DictConfig, root: Path) -> float | None:
+def check_run_dir(given: bool) -> None:
+    """Under accelerate launch/torchrun every rank composes its own config: the default run folder's timestamp
+    can differ between ranks by a second, splitting one run over two folders."""
+    if world_size() > 1 and not given:
+        raise PlatypusError(
+            f"{world_size()} processes were launched without hydra.run.dir: each would name its own timestamped run "
+            f"folder. Give one: `accelerate launch ... run.py stages=[train] hydra.run.dir=runs/<name> ...`."
+        )
+
+
+def run_checked(cfg: DictConfig, root: Path, run_dir_given: bool = True) -> float | None:
     """Check every setting, then run the pipeline; a PlatypusError, or a failed write (whichever library raised
     it: platypus/runtime/failures.py), becomes one paragraph on stderr and exit code 2 (``traceback=true``: the
     traceback)."""
@@ -134,6 +146,7 @@ def run_checked(cfg: DictConfig, root: Path) -> float | None:
 
             plan.write(cfg, root)
             return None
+        check_run_dir(run_dir_given)
         check_config(cfg)
         return run_pipeline(cfg, root)
     except PlatypusError as error:

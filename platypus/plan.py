@@ -38,6 +38,7 @@ MFU_BASIS = {"train_quantized": "the paper's 13B epoch in ~5 h on one A100", "tr
 # An H100 runs this work 1.5-2x as fast as an A100 (not the 3.2x of their data-sheet peaks: memory-bound
 # bitsandbytes kernels, batch-1 scoring): its hours are a range.
 H100_SPEEDUP = (1.5, 2.0)
+PLANNED_GPUS = 8  # train.model_parallel is planned over the authors' node: 8 x 80 GB
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "8bit": 1, "4bit": 0.5}
 CHARS_PER_TOKEN = 2.73  # Alpaca-formatted bundled Open-Platypus rows (MATH/PRM-800K), SmolLM2's tokenizer
 # Documents in each v1 task's evaluated split, and the tokens run per document at v1 few-shot counts: computed by
@@ -110,7 +111,7 @@ def training_tokens(cfg: DictConfig) -> tuple[int, float, str]:
     if hub:
         raise PlatypusError(f"plan=true: data.sources.{hub[0]} is a hub dataset and data.rows / data.mean_tokens are "
                             f"not set, so its size is unknown offline: set both (e.g. data.rows=24926 "
-                            f"data.mean_tokens=342, see conf/data/open_platypus.yaml).")
+                            f"data.mean_tokens=414, see conf/data/open_platypus.yaml).")
 
     rows, _ = load_mixture(cfg.data, "skip", cfg.seed)
     chars = sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) + 150 for r in rows)  # + the template
@@ -192,6 +193,9 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         kind = "train" if cfg.model.quantization == "none" else "train_quantized"
         found["train"] = {"rows": rows, "mean_tokens": mean_tokens, "tokens": tokens, "source": source,
                           "trainable": trainable, "mfu": MFU[kind], "mfu_basis": MFU_BASIS[kind]}
+        if t.model_parallel:  # one process: the peak that must fit is the fullest GPU's
+            found["train"]["model_parallel"] = per_gpu(arch, cfg, found["memory_gib"]["train"] - n * weight_bytes / GIB)
+            found["memory_gib"]["train"] = max(found["train"]["model_parallel"]["gib"].values())
     if merges(cfg):
         found["memory_gib"][f"merge (CPU RAM, engine {cfg.merge.engine})"] = merge_memory_gib(cfg.merge, arch, n)
     if "evaluate" in cfg.stages:
@@ -206,11 +210,31 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         found["evaluate"] = {"models": roles, "tokens_per_model": tokens, "mfu": MFU["evaluate"],
                              "mfu_basis": MFU_BASIS["evaluate"]}
     for stage, flops in found["flops"].items():
-        gpus = gpus_needed(stage, found["memory_gib"][stage])  # device_map=auto: one GPU works at a time
-        hours = flops / (A100["tflops"] * 1e12 * found[stage]["mfu"]) / 3600
-        found["hours"][stage] = {"gpus": gpus, A100["name"]: hours * gpus,
-                                 H100: [hours * gpus / H100_SPEEDUP[1], hours * gpus / H100_SPEEDUP[0]]}
+        spread = stage == "train" and "model_parallel" in found["train"]
+        gpus = PLANNED_GPUS if spread else gpus_needed(stage, found["memory_gib"][stage])  # device_map=auto: one works at a time
+        found["hours"][stage] = gpu_hours(flops, found[stage]["mfu"], gpus)
     return found
+
+
+def gpu_hours(flops: float, mfu: float, gpus: int) -> dict[str, Any]:
+    """A stage's GPU-hours on A100s, and the range on H100s; spread over ``gpus`` (device_map=auto: one works at a
+    time), its hours are paid on each."""
+    hours = flops / (A100["tflops"] * 1e12 * mfu) / 3600 * gpus
+    return {"gpus": gpus, A100["name"]: hours, H100: [hours / H100_SPEEDUP[1], hours / H100_SPEEDUP[0]]}
+
+
+def per_gpu(arch: dict[str, Any], cfg: DictConfig, rest_gib: float) -> dict[str, Any]:
+    """train.model_parallel: accelerate's device_map=auto placement over PLANNED_GPUS 80 GB GPUs (meta device), each
+    GPU's weights plus its share (by weights) of the activations, LoRA state and logits (``rest_gib``)."""
+    import torch
+
+    from platypus.runtime.models import spread_over_gpus
+
+    dtype = torch.int8 if cfg.model.quantization != "none" else getattr(torch, cfg.model.dtype)  # 4bit: an upper bound
+    placed = spread_over_gpus(arch, PLANNED_GPUS, A100["memory_gib"], dtype)["gib_per_gpu"]
+    total = sum(placed.values())
+    return {"gpus": PLANNED_GPUS, "weights_gib": placed,
+            "gib": {gpu: weights + rest_gib * weights / total for gpu, weights in placed.items()}}
 
 
 def merge_memory_gib(m: DictConfig, arch: dict, n: float) -> float:
@@ -273,6 +297,10 @@ def text(cfg: DictConfig, found: dict[str, Any]) -> str:
                  f"the paper's one epoch of 13B in ~{CALIBRATION['hours']:g} h on one A100 ({CALIBRATION['flops_per_token']} "
                  f"x {CALIBRATION['parameters'] / 1e9:.2f} B x {CALIBRATION['tokens'] / 1e6:.2f} M tokens); H100 = "
                  f"A100 / {H100_SPEEDUP[0]:g}-{H100_SPEEDUP[1]:g}.")
+    spread = found.get("train", {}).get("model_parallel")
+    if spread:
+        lines.append(f"\ntrain.model_parallel: one process, the model over {spread['gpus']} GPUs; GiB per GPU "
+                     f"(weights + share of activations): " + ", ".join(f"{gpu}: {gib:.1f}" for gpu, gib in spread["gib"].items()))
     lines += [f"\nNote: {note}" for note in found["notes"]]
     return "\n".join(lines) + "\n"
 

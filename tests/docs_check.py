@@ -88,16 +88,18 @@ def _command_lines(path: Path):
 
 
 def overrides_of(arguments: str) -> list[str]:
-    """The Hydra overrides of a run.py argument string: flags dropped, '<placeholder>' and '...' filled in."""
-    tokens = shlex.split(re.sub(r"<[^>]*>", "x", arguments))
+    """The Hydra overrides of a run.py argument string: flags, '...', optional parts ('[key=value]') and overrides
+    whose whole value is a '<placeholder>' dropped; a placeholder inside a value becomes 'x'."""
+    tokens = shlex.split(re.sub(r"<[^>]*>", "<>", arguments))
     out, skip_next = [], False
     for token in tokens:
         if skip_next:
             skip_next = False
         elif token in FLAGS_WITH_VALUE:
             skip_next = True
-        elif not token.startswith("-") and token not in ("...", "…"):
-            out.append(token)
+        elif not (token.startswith("-") or token in ("...", "…") or token.endswith("=<>")
+                  or token.startswith("[") and token.endswith("]") and "=" in token):
+            out.append(token.replace("<>", "x"))
     return out
 
 

@@ -4,7 +4,14 @@ another test module."""
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# The environment of a run.py a test starts (the hermetic caches of tests/conftest.py are already in os.environ).
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 # Eight short rows for the train stage; odd ones carry an input.
 ROWS = [
@@ -164,3 +171,34 @@ def extended_target(folder: Path, tokenizer) -> Path:
     grown.add_tokens(ADDED, special_tokens=True)
     assert len(grown) == len(tokenizer) + 2
     return tiny_llama(folder, grown, seed=11)
+
+
+def assert_same_numbers(got, want, where="summary"):
+    """Equal structures whose floats agree to 1e-9 (relative)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{where}: {got} vs {want}"
+        for key in want:
+            assert_same_numbers(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, float):
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), f"{where}: {got!r} != {want!r}"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def hand_made_run(folder: Path, overrides: list[str], kept: int, loss: float, avg: dict, reused: tuple = ()) -> None:
+    """A run folder as the report reads it (overrides, curate/train/evaluate manifests, evaluate/summary.json),
+    written by hand with the given numbers."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra/overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    stages = {"curate": {"rows_in": 100, "kept": kept, "removed_exact": 1, "removed_semantic": 100 - kept - 1,
+                         "removed_contamination": 0},
+              "train": {"loss": loss, "steps": 12}, "evaluate": {}}
+    for stage, metrics in stages.items():
+        (folder / stage).mkdir()
+        manifest = {"stage": stage, "key": stage, "metrics": metrics, "seconds": 10.0}
+        if stage in reused:
+            manifest.update(reused=True, reused_from="/cache", reuse_seconds=0.5)
+        (folder / stage / "manifest.json").write_text(json.dumps(manifest))
+    summary = {m: {"arc_challenge": {"acc_norm": a}, "truthfulqa_mc2": {"mc2": a / 2}, "leaderboard_avg": a}
+               for m, a in avg.items()}
+    (folder / "evaluate" / "summary.json").write_text(json.dumps(summary))

@@ -115,4 +115,4 @@ def test_typos_fail_at_composition(override):
 @pytest.mark.parametrize("stages", [["train", "curate"], ["curate", "curate"], ["finetune"]])
 def test_impossible_stage_lists_are_refused(stages):
     with pytest.raises(PlatypusError, match="stages="):
-        check_stages(stages)
+        check_stages(compose_config(f"stages=[{','.join(stages)}]"))

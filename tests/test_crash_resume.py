@@ -8,7 +8,6 @@ at each place the loop writes: tests/test_write_faults.py."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ENV, REPO, assert_same_numbers
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2")
 
 
@@ -77,17 +75,6 @@ def complete_json(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def assert_same_numbers(got, want, where="summary"):
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and got.keys() == want.keys(), f"{where}: {got} vs {want}"
-        for key in want:
-            assert_same_numbers(got[key], want[key], f"{where}.{key}")
-    elif isinstance(want, float):
-        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), f"{where}: {got!r} != {want!r}"
-    else:
-        assert got == want, f"{where}: {got!r} != {want!r}"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from platypus.resources import BENCHMARKS
 from platypus.stages.evaluate.fewshot_v1 import exemplar_indices
 from platypus.stages.evaluate.tasks import build_suite
-from tests import compose_config
+from tests.helpers import compose_config
 
 CHOSEN = (0, 1, 17, 400, -1)  # test documents compared, by position in the dataset
 

@@ -114,9 +114,9 @@ def test_a_log_file_on_a_full_disk_is_said_once(tmp_path, capsys):
 
 def test_the_report_command_on_a_full_disk(tmp_path, capsys):
     from platypus import report
-    from tests.test_sweep import _run
+    from tests.helpers import hand_made_run
 
-    _run(tmp_path / "sweep/0", ["lora=attention"], 80, 1.2, {"base": 0.3, "merged": 0.31})
+    hand_made_run(tmp_path / "sweep/0", ["lora=attention"], 80, 1.2, {"base": 0.3, "merged": 0.31})
     with pytest.raises(SystemExit) as info, file_size_limit():
         report.main([str(tmp_path / "sweep")])
     err = capsys.readouterr().err
@@ -131,7 +131,7 @@ def test_a_write_of_hydra_s_own_that_fails_is_one_paragraph(hydra_file, tmp_path
     import subprocess
     import sys
 
-    from tests.test_crash_resume import ENV, REPO
+    from tests.helpers import ENV, REPO
 
     (tmp_path / hydra_file).mkdir(parents=True)  # what cannot be opened for writing
     done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={tmp_path}", "logger=none", "stages=[curate]"],

@@ -19,8 +19,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.fold import merge
 from platypus.stages.merge.shards import TargetWeights
-from tests.test_crash_resume import ENV, REPO
-from tests.helpers import MODEL, extended_target, merge_cfg, random_adapter
+from tests.helpers import ENV, MODEL, REPO, extended_target, merge_cfg, random_adapter
 
 # (recipe, merge.* settings) for every recipe and every PEFT combination; two adapters of rank 4 each
 WEIGHTED = {"cat": {}, "linear": {}, "svd": {}, "ties": {"density": 0.5}, "ties_svd": {"density": 0.5},

@@ -13,6 +13,7 @@ from platypus.data import sources
 from platypus.runtime import models
 from platypus.runtime.identity import identity
 from platypus.stages.merge.fold import resolve_target
+from tests.helpers import compose_config
 
 COMMIT = "8df40d0" + "0" * 33
 
@@ -54,7 +55,7 @@ def test_model_revision_downloads_that_snapshot_and_records_its_commit(hub, tmp_
 
 
 def test_merge_target_at_revision_is_what_gets_folded(hub, tmp_path):
-    cfg = OmegaConf.create({"recipe": "into_model", "target": "augtoma/qCammel-13@8df40d0"})
+    cfg = compose_config("merge=into_model", "merge.target=augtoma/qCammel-13@8df40d0").merge
     folder = resolve_target(cfg, str(tmp_path / "base"), str(tmp_path))
     assert hub[0][:2] == ("augtoma/qCammel-13", "8df40d0")
     assert Path(folder).name == COMMIT and identity(folder)["hub_id"] == "augtoma/qCammel-13"
@@ -71,7 +72,7 @@ def test_an_unknown_revision_is_one_clear_error(monkeypatch):
         models.resolve("org/model@nope", None, ".", key="merge.target")
 
 
-def test_data_source_revision_reaches_the_hub_and_its_identity(monkeypatch):
+def test_data_source_revision_reaches_the_hub_its_identity_and_the_load_report(monkeypatch):
     import datasets
 
     asked = {}
@@ -81,11 +82,14 @@ def test_data_source_revision_reaches_the_hub_and_its_identity(monkeypatch):
         return [{"instruction": "q", "input": "", "output": "a"}]
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(huggingface_hub, "dataset_info",
+                        lambda dataset_id, revision: type("Info", (), {"sha": f"{revision}{'0' * 33}"}))
     data = OmegaConf.create({"name": "pinned", "sources": {"open_platypus": {
         "path": "garage-bAInd/Open-Platypus",
         "kind": {"_target_": "platypus.data.kinds.HubDataset", "split": "train", "revision": "7ba4746"},
         "fields": {"instruction": "instruction", "input": "input", "output": "output"},
         "keywords": [], "fraction": None, "max_rows": None, "data_source": None}}, "sample": None})
-    rows, _ = sources.load_mixture(data, "error", 0)
+    rows, report = sources.load_mixture(data, "error", 0)
     assert asked["revision"] == "7ba4746" and len(rows) == 1
+    assert report["sources"]["open_platypus"]["resolved_revision"] == "7ba4746" + "0" * 33, "the commit it named"
     assert sources.mixture_identity(data)["open_platypus"]["revision"] == "7ba4746"

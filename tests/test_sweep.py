@@ -18,7 +18,7 @@ from platypus.config import SourceConfig
 from platypus.pipeline import run_pipeline
 from platypus.runtime.cache import StageCache, stage_key
 from tests import wandb_offline
-from tests.helpers import compose_config
+from tests.helpers import compose_config, hand_made_run
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -221,27 +221,10 @@ def test_parallel_store_of_one_key_keeps_the_first(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- report on hand-made runs
-def _run(folder: Path, overrides: list[str], kept: int, loss: float, avg: dict, reused: tuple = ()) -> None:
-    (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra/overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    stages = {"curate": {"rows_in": 100, "kept": kept, "removed_exact": 1, "removed_semantic": 100 - kept - 1,
-                         "removed_contamination": 0},
-              "train": {"loss": loss, "steps": 12}, "evaluate": {}}
-    for stage, metrics in stages.items():
-        (folder / stage).mkdir()
-        manifest = {"stage": stage, "key": stage, "metrics": metrics, "seconds": 10.0}
-        if stage in reused:
-            manifest.update(reused=True, reused_from="/cache", reuse_seconds=0.5)
-        (folder / stage / "manifest.json").write_text(json.dumps(manifest))
-    summary = {m: {"arc_challenge": {"acc_norm": a}, "truthfulqa_mc2": {"mc2": a / 2}, "leaderboard_avg": a}
-               for m, a in avg.items()}
-    (folder / "evaluate" / "summary.json").write_text(json.dumps(summary))
-
-
 def test_report_on_hand_made_run_folders(tmp_path, capsys):
     sweep = tmp_path / "multirun/2026-11-22/08-00-00"
-    _run(sweep / "0", ["curate.dedup.threshold=0.7", "train.max_steps=3"], 90, 1.5, {"base": 0.30, "merged": 0.32})
-    _run(sweep / "1", ["curate.dedup.threshold=0.8", "train.max_steps=3"], 95, 1.4, {"base": 0.30, "merged": 0.35},
+    hand_made_run(sweep / "0", ["curate.dedup.threshold=0.7", "train.max_steps=3"], 90, 1.5, {"base": 0.30, "merged": 0.32})
+    hand_made_run(sweep / "1", ["curate.dedup.threshold=0.8", "train.max_steps=3"], 95, 1.4, {"base": 0.30, "merged": 0.35},
          reused=("curate",))
     (sweep / "10").mkdir()  # a job that failed before Hydra wrote anything: not a run
     (sweep / "multirun.yaml").write_text("{}\n")
@@ -266,7 +249,7 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
 
     # several folders -> --out is required; run folders given directly are rows too
     other = tmp_path / "outputs/run"
-    _run(other, ["lora=attention"], 80, 1.2, {"base": 0.3})
+    hand_made_run(other, ["lora=attention"], 80, 1.2, {"base": 0.3})
     assert report.main([str(sweep), str(other)]) == 2
     assert report.main([str(sweep), str(other), "--out", str(tmp_path / "cmp")]) == 0
     with open(tmp_path / "cmp/summary.csv", encoding="utf-8") as handle:
@@ -276,7 +259,7 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_report_module_entry_point(tmp_path):
-    _run(tmp_path / "sweep/0", ["lora=attention"], 80, 1.2, {"base": 0.3, "merged": 0.31})
+    hand_made_run(tmp_path / "sweep/0", ["lora=attention"], 80, 1.2, {"base": 0.3, "merged": 0.31})
     done = subprocess.run([sys.executable, "-m", "platypus.report", str(tmp_path / "sweep")], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

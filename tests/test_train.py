@@ -56,13 +56,13 @@ def test_loss_decreases_and_adapter_loads(tiny_model_dir, tmp_path):
 
 
 def test_missing_target_modules_are_named_before_any_stage_works(tiny_model_dir):
-    from platypus.stages.train.stage import STAGE
+    from platypus.stages import get
     from tests.helpers import compose_config
 
     cfg = compose_config(f"model.path={tiny_model_dir}", "model.gguf_file=null",
                          "lora.target_modules=[gate_proj,query_key_value]")
     with pytest.raises(PlatypusError) as error:
-        STAGE.check(cfg)
+        get(cfg, "train").check(cfg)
     message = str(error.value)
     assert "['query_key_value'] not found" in message and "['gate_proj']" in message and "down_proj" in message
 

@@ -26,7 +26,7 @@ import pytest
 
 from platypus.runtime import integrity
 from platypus.runtime.cache import MANIFEST, StageCache
-from tests.test_crash_resume import ENV, REPO, assert_same_numbers
+from tests.helpers import ENV, REPO, assert_same_numbers
 
 INJECTION = REPO / "tests" / "fault_injection"
 # Only a log line or the stage cache (a copy of what the run folder holds) may fail without stopping the run, and
@@ -92,7 +92,7 @@ def assert_one_paragraph(outcome: Outcome) -> None:
     assert "Traceback" not in text and "Logging error" not in text, text[-3000:]
     if outcome.code == 0:
         fell_back = outcome.failed.split()[2] in FALLS_BACK
-        assert fell_back or any(said in text for said in BEST_EFFORT), f"{outcome.failed}: the run went on without a word"
+        assert fell_back or any(said in text for said in BEST_EFFORT), f"{outcome.failed}: the run went on silently"
         return
     assert outcome.code == 2, f"{outcome.failed}: exit code {outcome.code}\n{outcome.err[-3000:]}"
     said = [line for line in outcome.err.splitlines() if line.startswith("error:")]
@@ -152,3 +152,36 @@ def test_every_write_point_fails_cleanly_and_a_rerun_completes(tiny_model_dir, t
     if full:  # one past the last: the run completes with no write failing
         beyond = run(tmp_path / "beyond", tiny_model_dir, len(points) + 1, "beyond")
         assert beyond.code == 0 and beyond.failed is None and len(beyond.points) == len(points)
+
+
+class _RunsCode:
+    """A pickle that would run a shell command when loaded without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.slow
+def test_a_pickled_adapter_that_would_run_code_is_one_paragraph(tiny_model_dir, tmp_path):
+    """platypus/runtime/weights.py refuses it without running it: the paragraph names the file, exit code 2."""
+    import pickle
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter, marker = tmp_path / "adapter", tmp_path / "the-payload-ran"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(adapter, safe_serialization=False)
+    (adapter / "adapter_model.bin").write_bytes(pickle.dumps({"base_model.model.x": _RunsCode(marker)}))
+    done = subprocess.run([sys.executable, "run.py", f"hydra.run.dir={tmp_path / 'run'}", "stages=[merge]",
+                           f"merge.adapters=[{adapter}]", f"model.path={tiny_model_dir}", "model.gguf_file=null",
+                           "logger=none", "stage_cache=null"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    said = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    print("\n".join(said))
+    assert done.returncode == 2 and len(said) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"{adapter / 'adapter_model.bin'} is a pickle" in said[0] and not marker.exists()

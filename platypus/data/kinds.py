@@ -43,6 +43,10 @@ class SourceKind:
     def identity(self, path: str) -> dict:
         raise NotImplementedError
 
+    def resolved(self, path: str) -> dict:
+        """What was read, as far as ``identity`` could not know it before (the curate load report records it)."""
+        return {}
+
 
 @dataclass
 class BundledFile(SourceKind):
@@ -100,6 +104,15 @@ class HubDataset(SourceKind):
 
     def identity(self, path: str) -> dict:
         return {"hub_id": path, "split": self.split, "revision": self.revision}
+
+    def resolved(self, path: str) -> dict:
+        """The commit ``revision`` named when the rows were read (None offline: then the cached copy was read)."""
+        from huggingface_hub import dataset_info
+
+        try:
+            return {"resolved_revision": dataset_info(path, revision=self.revision).sha}
+        except Exception:  # noqa: BLE001 - offline, no network: best effort, as the identity of a hub model is
+            return {"resolved_revision": None}
 
 
 def kind_of(src: Any, key: str) -> SourceKind:

@@ -107,6 +107,7 @@ def _load_source(name: str, src: Any, on_bad_row: str, seed: int) -> tuple[list[
         rows = rows[: src.max_rows]
     report = {
         "path": str(src.path),
+        **kind_of(src, key).resolved(str(src.path)),
         "rows_read": n_read,
         "bad_rows": len(bad),
         "bad_row_examples": bad[:BAD_ROW_EXAMPLES],

@@ -125,8 +125,10 @@ def _open(file, mode="r", *args, **kwargs):
 def _fails_first(kind: str, function):
     def wrapper(src, *args, **kwargs):
         exists = kind == "mkdir" and os.path.isdir(src)  # makedirs(exist_ok=True) on a folder already there
-        if not exists and not _skipped(src) and _point(kind, src if kind == "mkdir" else f"{os.fsdecode(src)} -> "
-                                                                          f"{os.fsdecode(args[0]) if args else ''}"):
+        if exists or _skipped(src):
+            return function(src, *args, **kwargs)
+        where = os.fsdecode(src) if kind == "mkdir" or not args else f"{os.fsdecode(src)} -> {os.fsdecode(args[0])}"
+        if _point(kind, where):
             raise OSError(ERRNO, os.strerror(ERRNO), src)
         return function(src, *args, **kwargs)
     return wrapper
@@ -155,15 +157,17 @@ def _patch_safetensors(module) -> None:
 
 
 def _patch_torch(module) -> None:
-    save = _file_size_limited("torch.save", module.serialization.save, lambda a, k: a[1] if len(a) > 1 else k.get("f"))
+    save = _file_size_limited("torch.save", module.serialization.save,
+                              lambda a, k: a[1] if len(a) > 1 else k.get("f"))
     module.save = module.serialization.save = save
 
 
 def _patch_tokenizers(module) -> None:
     cls = module.TokenizersBackend
-    cls._save_pretrained = _file_size_limited("tokenizer", cls._save_pretrained,
-                                              lambda a, k: os.path.join(str(a[1] if len(a) > 1 else k["save_directory"]),
-                                                                           "tokenizer.json"))
+    def tokenizer_json(args, kwargs) -> str:
+        return os.path.join(str(args[1] if len(args) > 1 else kwargs["save_directory"]), "tokenizer.json")
+
+    cls._save_pretrained = _file_size_limited("tokenizer", cls._save_pretrained, tokenizer_json)
 
 
 PATCHES = {"safetensors.torch": _patch_safetensors, "torch": _patch_torch,

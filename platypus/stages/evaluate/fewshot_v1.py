@@ -67,17 +67,10 @@ def attach_blocks(dataset: Any, blocks_file: str, base: str = "") -> Any:
 
 
 def _base_process_docs(task: Any) -> str:
+    """The task's own ``process_docs`` as ``module:function`` (lm-eval registers a task's utils.py under
+    ``lm_eval.tasks.<folder>.utils``), or "" when it has none."""
     function = getattr(task.config, "process_docs", None)
-    if function is None:
-        return ""
-    module = getattr(function, "__module__", "")
-    try:
-        importable = getattr(importlib.import_module(module), function.__name__, None) is not None
-    except ImportError:
-        importable = False
-    if not importable:  # lm-eval loads a task's utils.py by file path; import it by its package name instead
-        module = f"lm_eval.tasks.{Path(task.config.task).name}.utils"
-    return f"{module}:{function.__name__}"
+    return f"{function.__module__}:{function.__name__}" if function is not None else ""
 
 
 def replay(task: Any, k: int, definition: dict, folder: Path) -> str:

@@ -14,7 +14,6 @@ runs. Seeds are lm-eval's CLI defaults, so numbers match ``lm_eval`` run by hand
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import time
 from pathlib import Path
@@ -34,7 +33,9 @@ from platypus.stages.evaluate.backends import (
     model_dtype,
     model_identity,
     plain_config,
+    release,
     resolve_batch_size,
+    resolve_device,
 )
 from platypus.stages.evaluate.documents import choose, task_items, task_limit
 from platypus.stages.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names
@@ -100,6 +101,7 @@ def evaluate_models(
     if len(set(labels)) != len(labels) or any(not label or "/" in label for label in labels):
         raise PlatypusError(f"Model labels must be unique, non-empty and contain no '/': got {labels}.")
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
+    eval_cfg = {**eval_cfg, "device": resolve_device(eval_cfg)}  # recorded, and named in the table's header
     out_dir = Path(out_dir)
     suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir), log)
     task_manager = suite.task_manager()
@@ -172,8 +174,9 @@ def evaluate_models(
             task_settings[key] = {k: settings[k] for k in ("num_fewshot", "fewshot_stream", "limit")}
             if suite.source == "bundled" and bench.get("note"):
                 task_settings[key]["note"] = bench["note"]
+        if lm is not None:
+            release(lm)
         del lm
-        gc.collect()
         all_results[model.label] = {
             "model": model.describe(dtype),
             "settings": {

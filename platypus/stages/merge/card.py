@@ -19,7 +19,7 @@ def card_text(card: dict) -> str:
     lines += [f"- `{name}` sha256 {sha}" for name, sha in card["target"].get("files", {}).items()]
     combination = card.get(card["recipe"])  # the recipe's own parameters, when it combines adapters
     if isinstance(combination, dict):
-        lines += ["", f"## Combination ({combination['how']})", ""]
+        lines += ["", f"## Combination ({combination.get('how', card['recipe'])})", ""]
         lines += [f"- **{k}**: {v}" for k, v in combination.items() if k != "how"]
     lines += ["", "## Adapters", ""]
     for i, adapter in enumerate(card["adapters"]):
