@@ -144,6 +144,7 @@ def evaluated_roles(cfg: DictConfig) -> list[str]:
 
 def plan(cfg: DictConfig) -> dict[str, Any]:
     """The plan as data: stages, downloads, memory and GPU time per stage (printed by :func:`text`)."""
+    from platypus.stages.evaluate.backends import PREFIX_NAME, eval_backend
     from platypus.stages.evaluate.documents import task_limit
 
     arch = architecture(cfg)
@@ -203,11 +204,12 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         eval_dtype = cfg.eval.dtype if cfg.eval.dtype != "auto" else "bfloat16"
         found["memory_gib"]["evaluate"] = (n * BYTES[eval_dtype] + 4096 * arch["vocab_size"] * 4) / GIB \
             + float(cfg.eval.kv_cache_gb) + OVERHEAD_GIB
-        per_document = TOKENS_PER_DOCUMENT["prefix" if cfg.eval.backend == "prefix" else "hf"]
+        backend = eval_backend(cfg.eval)
+        per_document = TOKENS_PER_DOCUMENT["prefix" if backend.model == PREFIX_NAME else "hf"]
         tokens = sum(planned_documents(t.benchmark, task_limit(cfg.eval, key)) * per_document[t.benchmark]
                      for key, t in cfg.eval.tasks.items() if t.benchmark in DOCUMENTS)
         found["flops"]["evaluate"] = 2 * n * tokens * len(roles)
-        found["evaluate"] = {"models": roles, "tokens_per_model": tokens, "mfu": MFU["evaluate"],
+        found["evaluate"] = {"models": roles, "backend": backend.model, "tokens_per_model": tokens, "mfu": MFU["evaluate"],
                              "mfu_basis": MFU_BASIS["evaluate"]}
     for stage, flops in found["flops"].items():
         spread = stage == "train" and "model_parallel" in found["train"]
@@ -286,7 +288,7 @@ def text(cfg: DictConfig, found: dict[str, Any]) -> str:
         elif key == "evaluate":
             ev = found["evaluate"]
             basis = (f"{len(ev['models'])} models ({', '.join(ev['models'])}) x {ev['tokens_per_model'] / 1e6:.3g} M "
-                     f"tokens computed (eval.backend={cfg.eval.backend}), MFU {ev['mfu']:.2f} ({ev['mfu_basis']})")
+                     f"tokens computed (eval.backend.model={ev['backend']}), MFU {ev['mfu']:.2f} ({ev['mfu_basis']})")
         if hours.get("gpus", 1) > 1:
             basis += f"; x {hours['gpus']} GPUs (device_map=auto runs one GPU at a time)"
         fits = "CPU" if "CPU" in stage else fits_80gb(key, gib)

@@ -37,8 +37,7 @@ from lm_eval.models.huggingface import HFLM
 from platypus.stages.evaluate.prefix_schedule import (
     CONTEXTS_PER_PASS, Group, Pass, TokenCounts, count_tokens, model_input, passes, rows_per_pass,
 )
-
-NAME = "hf-prefix"
+from platypus.stages.evaluate.backends import PREFIX_NAME as NAME
 DEFAULT_KV_CACHE_GB = 4.0
 LOGPROB_SUMS = ("float64", "model_dtype")
 
