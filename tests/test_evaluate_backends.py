@@ -83,13 +83,12 @@ def test_eval_backend_group_names_lm_eval_classes():
 def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_dir, adapter_and_folded):
     """With vLLM present (stubbed here), lm-eval's VLLM class gets the model, dtype, batch and LoRA adapter."""
     import importlib.util
-    import sys
     import types
 
     seen = {}
     module = types.ModuleType("lm_eval.models.vllm_causallms")
     module.VLLM = lambda **kwargs: seen.update(kwargs) or "lm"
-    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", module)
+    monkeypatch.setattr(backends.VllmBackend, "lm_class", lambda self: module.VLLM)  # lm-eval's "vllm"
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -117,7 +117,7 @@ def fake_vllm(monkeypatch):
     seen = {}
     module = types.ModuleType("lm_eval.models.vllm_causallms")
     module.VLLM = type("VLLM", (), {"__init__": lambda self, **kwargs: seen.update(kwargs)})
-    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", module)
+    monkeypatch.setattr(backends.VllmBackend, "lm_class", lambda self: module.VLLM)  # lm-eval's "vllm"
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
     return seen

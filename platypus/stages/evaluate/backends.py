@@ -10,6 +10,7 @@ already in memory; its identity (file hashes, or a digest of its weights) keys t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -138,6 +139,11 @@ class Backend:
             raise PlatypusError(f"eval.backend.model={self.model!r}: lm-eval has no model class by that name. "
                                 f"Registered: {', '.join(sorted(registry.model_registry.keys()))}.") from None
 
+    def check(self) -> None:
+        """Before any stage runs: the registry name exists (the prefix scorer is ours: nothing to look up)."""
+        if self.model != PREFIX_NAME:
+            self.lm_class()
+
     def arguments(self, eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
         """Keyword arguments beyond the model, dtype, batch size and device."""
         return {**bos_setting(eval_cfg), **self.model_args}
@@ -153,8 +159,9 @@ class Backend:
                    device=resolve_device(eval_cfg), **extra)
 
     def key(self) -> dict[str, Any]:
-        """What results record, and the result cache keys on."""
-        return {"model": self.model, **({"model_args": self.model_args} if self.model_args else {})}
+        """What results record, and the result cache keys on: every parameter (``model_args`` when given)."""
+        found = dataclasses.asdict(self)
+        return found if found.pop("model_args") == {} else {**found, "model_args": self.model_args}
 
 
 @dataclass
@@ -177,6 +184,9 @@ class VllmBackend(Backend):
     applied by vLLM's LoRA support (``lora_local_path``); ``eval.parallelize`` is tensor parallelism."""
 
     model: str = "vllm"
+
+    def check(self) -> None:
+        """Nothing to look up: :meth:`load` says what is missing (vLLM, a CUDA GPU) where it is needed."""
 
     def load(self, model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
         import importlib.util

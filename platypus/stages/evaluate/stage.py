@@ -58,6 +58,7 @@ class EvaluateStage(Stage):
 
     def check(self, cfg) -> None:
         eval_cfg, benchmarks = to_plain(cfg.eval), to_plain(cfg.benchmarks)
+        eval_backend(eval_cfg).check()
         resolve_batch_size(eval_cfg)
         resolve_dtype(cfg.eval.dtype, cfg.eval.device)
         if not eval_cfg["tasks"]:
