@@ -309,9 +309,8 @@ class EvalConfig:
     # auto: cuda when this process sees a CUDA GPU, else cpu (results record, and the table's header names, the
     # device used) | cpu | cuda | cuda:<n>
     device: str = "auto"
-    # The lm-eval model class (conf/eval/backend/): a platypus.stages.evaluate.backends.Backend named by _target_
-    # (platypus/plugins.py), its lm-eval registry name in .model: prefix (ours, hf-prefix: HFLM computing each
-    # shared context once) | hf (lm-eval's HFLM, for parity checks) | vllm (CUDA + `pip install lm-eval[vllm]`)
+    # conf/eval/backend/ (prefix: ours, the default | hf: lm-eval's HFLM | vllm): a Backend dataclass named by
+    # _target_ (platypus/stages/evaluate/backends.py), .model its lm-eval registry name (any lm-eval model class)
     backend: Any = field(default_factory=lambda: {"_target_": "platypus.stages.evaluate.backends.PrefixBackend"})
     # Prepend the tokenizer's BOS to every request: null lets the tokenizer decide (lm-eval 0.4's default: a Llama
     # tokenizer prepends it), false never (the v1 leaderboard's harness, b281b09, encoded without special tokens).

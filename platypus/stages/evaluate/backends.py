@@ -23,8 +23,8 @@ from platypus.runtime import hardware
 from platypus.runtime.identity import identity
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.models import DTYPES
+from platypus.stages.evaluate.prefix_schedule import PREFIX_NAME
 
-PREFIX_NAME = "hf-prefix"  # platypus.stages.evaluate.prefix registers PrefixLM under it
 TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # hardware.fast_precision -> eval.dtype
 
 
