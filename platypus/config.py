@@ -401,5 +401,13 @@ class RootConfig:
     published: Optional[PublishedConfig] = None  # set by the paper's experiment presets
 
 
+def filled(schema: type, node: Any) -> dict:
+    """``node`` (a composed section, or a partial mapping from Python) with every field of ``schema``, typed: stage
+    code reads its section through this, so a default lives only in the schema."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), node), resolve=True)
+
+
 def register() -> None:
     ConfigStore.instance().store(name="platypus_schema", node=RootConfig)

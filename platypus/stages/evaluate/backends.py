@@ -173,8 +173,8 @@ class PrefixBackend(Backend):
 
     def arguments(self, eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
         explicit = str(eval_cfg["batch_size"]).isdigit()
-        return {**super().arguments(eval_cfg), "kv_cache_gb": eval_cfg.get("kv_cache_gb", 4.0),
-                "logprob_sum": eval_cfg.get("logprob_sum", "float64"),
+        return {**super().arguments(eval_cfg), "kv_cache_gb": eval_cfg["kv_cache_gb"],
+                "logprob_sum": eval_cfg["logprob_sum"],
                 "answers_per_pass": int(eval_cfg["batch_size"]) if explicit else None}
 
 

@@ -24,6 +24,7 @@ from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest
 from platypus.runtime.io import read_json, write_json_atomic
 import platypus.stages.evaluate.report as report
+from platypus.config import EvalConfig, filled
 from platypus.fields import Role
 from platypus.stages.evaluate.files import FILES
 import platypus.stages.evaluate.stats as stats
@@ -78,10 +79,10 @@ def _run_task(lm, task: SuiteTask, task_manager, num_fewshot: int, documents: Ma
 
 def _documents(eval_cfg: Mapping[str, Any], key: str, task: SuiteTask, task_manager) -> dict[str, Any]:
     """lm-eval's document selection for a suite task (tasks are loaded only to draw a random subset)."""
-    limit, subset = task_limit(eval_cfg, key), eval_cfg.get("subset", "random")
+    limit, subset = task_limit(eval_cfg, key), eval_cfg["subset"]
     if limit is None or subset == "first":
         return choose({}, limit, subset, 0)
-    return choose(task_manager.load(task.lm_eval_names)["tasks"], limit, subset, int(eval_cfg.get("subset_seed", 0)))
+    return choose(task_manager.load(task.lm_eval_names)["tasks"], limit, subset, int(eval_cfg["subset_seed"]))
 
 
 @dataclasses.dataclass
@@ -109,7 +110,7 @@ def _check_labels(models: list[EvalModel]) -> None:
 
 
 def _prepare(eval_cfg, benchmarks_cfg, out_dir: Path, cache_dir: Path, log: Callable[[str], None]) -> Evaluation:
-    eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
+    eval_cfg, benchmarks_cfg = filled(EvalConfig, eval_cfg), plain_config(benchmarks_cfg)
     eval_cfg = {**eval_cfg, "device": resolve_device(eval_cfg)}  # recorded, and named in the table's header
     suite = build_suite(eval_cfg, benchmarks_cfg, Path(out_dir) / "tasks", Path(cache_dir), log)
     task_manager = suite.task_manager()
@@ -137,7 +138,7 @@ def _task_settings(ev: Evaluation, key: str, task: SuiteTask, identity: dict[str
         "dtype": dtype,
         "device": ev.eval_cfg["device"],
         "backend": ev.backend,
-        "add_bos_token": ev.eval_cfg.get("add_bos_token"),
+        "add_bos_token": ev.eval_cfg["add_bos_token"],
         "lm_eval_version": lm_eval.__version__,
         "seeds": SEEDS,
     }
@@ -149,7 +150,7 @@ def _evaluate_task(ev: Evaluation, lm, label: str, key: str, task: SuiteTask, se
     from lm_eval.utils import handle_non_serializable
 
     limit = settings["limit"]
-    described = "all documents" if limit is None else f"limit {limit} ({ev.eval_cfg.get('subset', 'random')})"
+    described = "all documents" if limit is None else f"limit {limit} ({ev.eval_cfg['subset']})"
     ev.log(f"[evaluate] {label}/{key}: {len(task.lm_eval_names)} lm-eval task(s), "
            f"{settings['num_fewshot']}-shot ({task.fewshot_stream} stream), {described}")
     start = time.perf_counter()
@@ -226,7 +227,7 @@ def _evaluate_model(ev: Evaluation, model: EvalModel) -> dict[str, Any]:
     loader.release()
     settings = {
         "batch_size": ev.batch_size, "dtype": dtype, "device": ev.eval_cfg["device"], "backend": ev.backend,
-        "subset": {"mode": ev.eval_cfg.get("subset", "random"), "seed": ev.eval_cfg.get("subset_seed", 0)},
+        "subset": {"mode": ev.eval_cfg["subset"], "seed": ev.eval_cfg["subset_seed"]},
         "benchmarks_source": ev.suite.source, "lm_eval_version": lm_eval.__version__, "seeds": SEEDS,
         "tasks": task_settings,
     }
