@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
-    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS,
+    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, Role, ON_BAD_ROW, PRECISIONS,
     QUANTIZATIONS, RESUME,
     SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
@@ -297,7 +297,7 @@ class EvaluateConfig:
     # Explicit input: model folders / hub ids; default is this run's base (+ merged) models.
     models: List[str] = field(default_factory=list)
     # Which of this run's models to evaluate.
-    include: List[str] = choice(["base", "merged"], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
+    include: List[str] = choice([Role.base.value, Role.merged.value], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
     # Dry run: count each task's requests, time a short warm-up on the first model, estimate the
     # total and stop (writes evaluate_plan.md/json into the run folder; nothing is evaluated).
     plan: bool = False

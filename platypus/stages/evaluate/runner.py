@@ -24,6 +24,7 @@ from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest
 from platypus.runtime.io import read_json, write_json_atomic
 import platypus.stages.evaluate.report as report
+from platypus.fields import Role
 from platypus.stages.evaluate.files import FILES
 import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
@@ -41,7 +42,6 @@ from platypus.stages.evaluate.documents import choose, task_items, task_limit
 from platypus.stages.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names
 
 # lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
-TARGET, MERGED = "target", "merged"  # the run's model roles compared with each other besides with the first
 SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
 LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
 
@@ -222,7 +222,8 @@ def summarize(suite: Suite, eval_cfg: Mapping[str, Any], all_results: Mapping[st
     for label in others:
         deltas = stats.compare(per_model[reference], per_model[label], average_of=LEADERBOARD_V1, average_key=AVERAGE)
         summary[label][report.DELTA] = {"reference": reference, **{k: d.as_dict() for k, d in deltas.items()}}
-    if TARGET in others and MERGED in others:  # the paper's comparison: the merged model against what it was folded into
-        deltas = stats.compare(per_model[TARGET], per_model[MERGED], average_of=LEADERBOARD_V1, average_key=AVERAGE)
-        summary[MERGED][report.DELTA_TARGET] = {"reference": TARGET, **{k: d.as_dict() for k, d in deltas.items()}}
+    if Role.target in others and Role.merged in others:  # the paper's comparison: the merged model against what it was folded into
+        deltas = stats.compare(per_model[Role.target.value], per_model[Role.merged.value], average_of=LEADERBOARD_V1,
+                               average_key=AVERAGE)
+        summary[Role.merged.value][report.DELTA_TARGET] = {"reference": Role.target.value, **{k: d.as_dict() for k, d in deltas.items()}}
     return summary

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from platypus.config import LoraConfig, TrainConfig
 from platypus.fields import validate
+from platypus.stages.base import Artifact
 from platypus.runtime import hardware, models
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.run import world_size
@@ -301,7 +302,7 @@ def train(
         log.info(f"[platypus] resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
 
-    adapter = out_dir / "adapter"
+    adapter = out_dir / Artifact.adapter.value
     save_adapter(trainer, adapter)
     history = trainer.state.log_history
     trainer.accelerator.wait_for_everyone()
