@@ -60,7 +60,7 @@ def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -
         items = sum(int(n["effective"]) for n in out["n-samples"].values())
         per_pass = int(batch) if batch.isdigit() else 1 << 30  # the scorer's answers and contexts per pass
         counts = count_tokens(seen, lm.max_length, per_pass,
-                              min(per_pass, lm._context_rows()) if backend == "prefix" else per_pass)
+                              min(per_pass, lm._context_rows(lm.max_length)) if backend == "prefix" else per_pass)
         rows.append({"backend": backend, "batch": batch, "task": key, "shots": shots, "items": items,
                      "requests": timer.requests, "seconds": timer.seconds, "requested": counts.requested,
                      "computed": counts.computed if backend == "prefix" else counts.hflm})

@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
-    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS,
+    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, Role, ON_BAD_ROW, PRECISIONS,
     QUANTIZATIONS, RESUME,
     SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
@@ -242,12 +242,16 @@ class TrainConfig:
     pad_to_multiple_of: Optional[int] = None
     gradient_checkpointing: bool = False
     # auto: bf16 on CUDA (fp16 without bf16 support); on CPU bf16 autocast if the CPU has AMX,
-    # else fp32 | fp32 | bf16 | fp16 (CUDA only). Trainable LoRA weights stay fp32.
+    # else fp32 | fp32 | bf16 | fp16 (CUDA only). Trainable LoRA weights are fp32, except under QLoRA with bf16 (TRL
+    # casts them to bf16, QLoRA's advice) and under DeepSpeed ZeRO-3 (bf16 with the model): docs/gpu.md.
     precision: str = choice("auto", PRECISIONS, "{key}={value!r}: use auto, fp32, bf16 or fp16.")
     logging_steps: int = ranged(1, positive)
     save_steps: int = ranged(50, positive)
     resume: str = choice("auto", RESUME, "{key}={value!r}: use auto (continue from the newest "
                                                     "checkpoint) or never (start over).")
+    # One process, the model spread over every visible GPU (device_map=auto, layer after layer): how the authors
+    # trained 70B. CUDA only, and not under accelerate launch/torchrun (the 70B presets set it).
+    model_parallel: bool = False
     threads: Optional[int] = ranged(None, positive, "{key}={value}: give a positive number of CPU threads, or null.")
 
 
@@ -302,7 +306,9 @@ class EvalConfig:
                              (str(v).isdigit() and int(v) > 0), "{key}={value!r}: use a positive integer, or 'auto' "
                              "(1 on CPU, the largest batch that fits on CUDA).")  # an int, or auto (1 on CPU: fastest there; the largest that fits on CUDA)
     dtype: str = choice("auto", ("auto", *DTYPES), "{key}={value!r}: use {options}.")  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
-    device: str = "cpu"
+    # auto: cuda when this process sees a CUDA GPU, else cpu (results record, and the table's header names, the
+    # device used) | cpu | cuda | cuda:<n>
+    device: str = "auto"
     # prefix (ours: lm-eval's HFLM computing each shared context once, platypus/stages/evaluate/prefix.py) | hf (lm-eval's
     # HFLM, for parity checks) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
     backend: str = choice("prefix", EVAL_BACKENDS, "{key}={value!r}: use one of {options_list}.")
@@ -313,6 +319,9 @@ class EvalConfig:
     # fp16 (138 GB) needs two 80 GB GPUs.
     parallelize: bool = False
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
+    # prefix: how a continuation's token log-probs are summed. float64: in Python floats | model_dtype: in the
+    # model's dtype, as lm-eval's HFLM and the v1 harness (b281b09, base.py l.383) do (fp16 rounding included)
+    logprob_sum: str = choice("float64", ("float64", "model_dtype"), "{key}={value!r}: use {options}.")
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
     # Which few-shot exemplars ARC and HellaSwag see: lm_eval (today's sampler) | v1 (the leaderboard harness
     # b281b09's stream, replayed exactly: platypus/stages/evaluate/fewshot_v1.py)
@@ -325,7 +334,7 @@ class EvaluateConfig:
     # Explicit input: model folders / hub ids; default is this run's base (+ merged) models.
     models: List[str] = field(default_factory=list)
     # Which of this run's models to evaluate.
-    include: List[str] = choice(["base", "merged"], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
+    include: List[str] = choice([Role.base.value, Role.merged.value], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
     # Dry run: count each task's requests, time a short warm-up on the first model, estimate the
     # total and stop (writes evaluate_plan.md/json into the run folder; nothing is evaluated).
     plan: bool = False

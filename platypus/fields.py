@@ -5,13 +5,28 @@ set or a range to a field (:func:`choice`, :func:`ranged`), and the one function
 from __future__ import annotations
 
 import typing
+from enum import Enum
 from dataclasses import field, fields, is_dataclass
 from typing import Any, Callable
 
 from omegaconf import MISSING
 
 # The choice sets, each spelled once (modules that need them import them from here).
-MODEL_ROLES = ("base", "target", "adapter", "merged")  # the models a run can evaluate (target: merge.target)
+
+
+class Role(str, Enum):
+    """The models a run can evaluate: its base, and what its stages make (target: merge.target, when not the base)."""
+
+    base = "base"
+    target = "target"
+    adapter = "adapter"
+    merged = "merged"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MODEL_ROLES = tuple(role.value for role in Role)
 DTYPES = ("bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -77,11 +77,13 @@ def found_in(run: Run) -> Artifacts:
 def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
     """Run ``cfg.stages`` in ``root``; the leaderboard average of the last evaluated model, if evaluated."""
     check_stages(cfg)
-    if world_size() > 1 and list(cfg.stages) != ["train"]:
+    alone = [name for name in cfg.stages if not stages.get(cfg, name).distributed]
+    if world_size() > 1 and alone:
+        distributed = [name for name in stages.known(cfg) if stages.get(cfg, name).distributed]
         raise PlatypusError(
-            f"stages={list(cfg.stages)} under a multi-process launcher: only training is distributed. Run "
-            f"`accelerate launch ... run.py stages=[train] train.dataset=...` (or hydra.run.dir=<run> after curate), "
-            f"then the other stages with plain `python run.py` in the same run folder."
+            f"stages={list(cfg.stages)} under a multi-process launcher: only {', '.join(distributed)} is distributed. "
+            f"Run `accelerate launch ... run.py stages=[{','.join(distributed)}] ...` (or hydra.run.dir=<run> after the "
+            f"stages before it), then the other stages with plain `python run.py` in the same run folder."
         )
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root) if process_rank() == 0 else nullcontext():
@@ -89,7 +91,7 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
 
 
 def _run_stages(cfg: DictConfig, root: Path) -> float | None:
-    name = "-".join(str(cfg[g].name) for g in ("data", "lora", "merge"))
+    name = "-".join(str(section.name) for section in (cfg.data, cfg.lora, cfg.merge))
     tracker = (tracking.start(cfg.logger, cfg, root, name, tracking.hydra_job(), job_type="+".join(cfg.stages))
                if process_rank() == 0 else tracking.Tracker())
     run = Run(cfg, root, tracker)
@@ -118,10 +120,22 @@ def main(cfg: DictConfig) -> float | None:
     """Entry called by run.py: user-fixable problems become one paragraph and exit code 2."""
     from hydra.core.hydra_config import HydraConfig
 
-    return run_checked(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra = HydraConfig.get()
+    given = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra.overrides.hydra)
+    return run_checked(cfg, Path(hydra.runtime.output_dir), run_dir_given=given)
 
 
-def run_checked(cfg: DictConfig, root: Path) -> float | None:
+def check_run_dir(given: bool) -> None:
+    """Under accelerate launch/torchrun every rank composes its own config: the default run folder's timestamp
+    can differ between ranks by a second, splitting one run over two folders."""
+    if world_size() > 1 and not given:
+        raise PlatypusError(
+            f"{world_size()} processes were launched without hydra.run.dir: each would name its own timestamped run "
+            f"folder. Give one: `accelerate launch ... run.py stages=[train] hydra.run.dir=runs/<name> ...`."
+        )
+
+
+def run_checked(cfg: DictConfig, root: Path, run_dir_given: bool = True) -> float | None:
     """Check every setting, then run the pipeline; a PlatypusError, or a failed write (whichever library raised
     it: platypus/runtime/failures.py), becomes one paragraph on stderr and exit code 2 (``traceback=true``: the
     traceback)."""
@@ -134,6 +148,7 @@ def run_checked(cfg: DictConfig, root: Path) -> float | None:
 
             plan.write(cfg, root)
             return None
+        check_run_dir(run_dir_given)
         check_config(cfg)
         return run_pipeline(cfg, root)
     except PlatypusError as error:

@@ -76,7 +76,8 @@ def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_d
     cfg = config("logger=none", "eval.backend=vllm", "eval.batch_size=auto")
     assert backends.load_lm(EvalModel("a", str(tiny_model_dir), peft=str(adapter)), "bfloat16", cfg.eval) == "lm"
     assert seen == {"pretrained": str(tiny_model_dir), "dtype": "bfloat16", "batch_size": "auto",
-                    "lora_local_path": str(adapter), "max_lora_rank": 16, "add_bos_token": False}  # v1: no BOS
+                    "lora_local_path": str(adapter), "max_lora_rank": 16, "add_bos_token": False,
+                    "tensor_parallel_size": 1}  # v1: no BOS
 
 
 @pytest.mark.slow
@@ -109,8 +110,8 @@ def test_auto_dtype_is_bf16_only_where_it_is_fast(monkeypatch):
     for amx, expected in ((False, "float32"), (True, "bfloat16")):
         monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda amx=amx: amx)
         assert backends.resolve_dtype("auto", "cpu") == expected
-    for bf16, expected in ((True, "bfloat16"), (False, "float16")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+    for capability, expected in (((8, 0), "bfloat16"), ((7, 0), "float16")):  # native bf16 from Ampere on
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert backends.resolve_dtype("auto", "cuda:0") == expected
     assert backends.resolve_dtype("float16", "cpu") == "float16"  # explicit choices are kept
     with pytest.raises(PlatypusError, match="eval.dtype='half'"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from platypus.pipeline import run_checked
-from platypus.plan import lora_parameters, parameters
+from platypus.planning import lora_parameters, parameters
 from platypus.stages.train.trainer import keep_trainable_fp32
 from tests.helpers import compose_config
 
@@ -29,7 +29,7 @@ def test_parameter_counts_match_the_published_models():
 
 
 @pytest.mark.parametrize("experiment,gpus", [("stable_platypus2_13b", "yes"),
-                                             ("camel_platypus2_70b", "tight (the peak is at train.cutoff_len)")])
+                                             ("camel_platypus2_70b", "yes")])  # 70B: one process, the fullest of 8 GPUs
 def test_plan_of_a_gpu_preset_runs_here_and_runs_nothing(experiment, gpus, tmp_path):
     cfg = compose_config(f"experiment={experiment}", "plan=true", "logger=none")
     assert run_checked(cfg, tmp_path) is None  # 8-bit + fp16 would be refused here without plan=true

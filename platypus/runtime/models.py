@@ -179,7 +179,11 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()).rstrip(".")
 
 
-def load_model(path: str, dtype: str = "float32", quantization: str = "none", trust_remote_code: bool = False):
+def load_model(path: str, dtype: str = "float32", quantization: str = "none", trust_remote_code: bool = False,
+               compute_dtype: str = "bfloat16", model_parallel: bool = False):
+    """``compute_dtype``: what 4-bit layers compute in (the training precision's). ``model_parallel``: spread over
+    every visible GPU (device_map=auto); else a quantized model goes whole to this process's GPU (``LOCAL_RANK``:
+    under accelerate/torchrun nothing has chosen the rank's device yet when the model loads)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     check_quantization(quantization)
@@ -189,9 +193,11 @@ def load_model(path: str, dtype: str = "float32", quantization: str = "none", tr
             load_in_4bit=quantization == "4bit",
             load_in_8bit=quantization == "8bit",
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=torch_dtype(compute_dtype, "train.precision"),
         )
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    if model_parallel:
+        kwargs["device_map"] = "auto"
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as error:
@@ -245,3 +251,30 @@ def base_skeleton(cfg) -> torch.nn.Module:
         raise PlatypusError(f"Could not load a model config from {path!r}: {_one_line(error)}. {LOAD_HINT}") from error
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def spread_over_gpus(architecture: dict, gpus: int, gib_per_gpu: float, dtype: torch.dtype) -> dict:
+    """Where ``device_map="auto"`` puts a model of this Hugging Face ``architecture`` over ``gpus`` GPUs of
+    ``gib_per_gpu`` (accelerate's own placement, computed on the meta device: no weights, no GPU), and the GiB of
+    weights each GPU holds. ``train.model_parallel`` and ``plan=true`` use it."""
+    from accelerate import infer_auto_device_map, init_empty_weights
+    from accelerate.utils import compute_module_sizes, get_balanced_memory
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    with init_empty_weights():
+        net = AutoModelForCausalLM.from_config(LlamaConfig(**architecture))
+    budget = {index: int(gib_per_gpu * 2**30) for index in range(gpus)}
+    unsplit = net._no_split_modules
+    quiet = logging.getLogger("accelerate.utils.modeling")  # "device N is not available": planned, not used
+    level, quiet.level = quiet.level, logging.ERROR
+    try:  # transformers' device_map="auto" is accelerate's "balanced" placement
+        balanced = get_balanced_memory(net, max_memory=budget, no_split_module_classes=unsplit, dtype=dtype)
+        device_map = infer_auto_device_map(net, max_memory=balanced, dtype=dtype, no_split_module_classes=unsplit)
+    finally:
+        quiet.level = level
+    sizes = compute_module_sizes(net, dtype=dtype)
+    per_gpu = {index: 0.0 for index in range(gpus)}
+    for module, device in device_map.items():
+        if isinstance(device, int):
+            per_gpu[device] += sizes[module] / 2**30
+    return {"device_map": device_map, "gib_per_gpu": per_gpu}

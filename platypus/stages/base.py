@@ -16,14 +16,17 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
+from platypus.fields import Role
+from platypus.planning import ModelFacts, StagePlan
+
 
 class Artifact(str, Enum):
     """What one stage hands the next (the files are named in each stage's ``produces``)."""
 
     dataset = "dataset"  # curate -> train: the curated JSONL
-    adapter = "adapter"  # train -> merge, evaluate: a PEFT adapter folder
-    merged = "merged"  # merge -> evaluate: a model folder
-    target = "target"  # merge -> evaluate: the model folded into, when not the base (a folder or hub id)
+    adapter = Role.adapter.value  # train -> merge, evaluate: a PEFT adapter folder
+    merged = Role.merged.value  # merge -> evaluate: a model folder
+    target = Role.target.value  # merge -> evaluate: the model folded into, when not the base (a folder or hub id)
 
 
 Artifacts = dict  # Artifact -> Path (a hub id, as a string, for a target not on disk)
@@ -34,7 +37,8 @@ class Stage:
     """A stage: a dataclass (its fields, if any, are set in its ``stage_classes`` node) named by ``_target_``."""
 
     sections: ClassVar[tuple[str, ...]]  # the config sections the stage's result depends on (part of its key)
-    produces: ClassVar[dict[Artifact, str]] = {}  # artifact -> its path inside the finished stage folder
+    produces: ClassVar[dict[Artifact, str]] = {}
+    distributed: ClassVar[bool] = False  # runs under a multi-process launcher (accelerate, torchrun)  # artifact -> its path inside the finished stage folder
 
     def check(self, cfg: DictConfig) -> None:
         """What the stage can check before any stage works: its settings and the inputs its config names."""
@@ -56,6 +60,11 @@ class Stage:
 
     def log(self, run, folder: Path, manifest: dict[str, Any]) -> None:
         """Send the finished stage's metrics, tables and images to the run's tracker."""
+
+    def plan(self, cfg: DictConfig, model: ModelFacts, made: list[str]) -> StagePlan:
+        """The stage's part of ``plan=true`` (downloads, memory, FLOPs), from the config alone; ``made``: the models
+        earlier stages of the run make (adapter, target, merged)."""
+        return StagePlan()
 
     def summary_row(self, folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         """The finished stage's columns in a sweep summary (``platypus.report``)."""

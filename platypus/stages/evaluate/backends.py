@@ -46,10 +46,20 @@ def plain_config(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def resolve_device(eval_cfg: Mapping[str, Any]) -> str:
+    """``eval.device``: ``auto`` is ``cuda`` when this process sees a CUDA GPU, else ``cpu``; anything else as given."""
+    import torch
+
+    device = str(eval_cfg.get("device", "auto"))
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_dtype(name: str, device: str) -> str:
     """``auto`` becomes the dtype fast on this device; results record (and are keyed on) the resolved one."""
-    if name == "auto":
-        return TORCH_NAMES[hardware.fast_precision(device.startswith("cuda"))]
+    if name == "auto":  # device: eval.device, "auto" included
+        return TORCH_NAMES[hardware.fast_precision(resolve_device({"device": device}).startswith("cuda"))]
     if name not in DTYPES:
         raise PlatypusError(f"eval.dtype={name!r}: use auto, {', '.join(sorted(DTYPES))}.")
     return name
@@ -66,7 +76,7 @@ def resolve_batch_size(eval_cfg: Mapping[str, Any]) -> int | str:
     value = eval_cfg["batch_size"]
     text = str(value)
     if text == "auto" or text.startswith("auto:"):
-        gpu = eval_cfg.get("backend", "prefix") == "vllm" or str(eval_cfg["device"]).startswith("cuda")
+        gpu = eval_cfg.get("backend", "prefix") == "vllm" or resolve_device(eval_cfg).startswith("cuda")
         return text if gpu else 1
     if text.isdigit() and int(text) > 0:
         return int(text)
@@ -103,7 +113,7 @@ def model_dtype(model: EvalModel, eval_cfg: Mapping[str, Any]) -> str:
     """The dtype the model is evaluated in: an in-memory model's own, else eval.dtype (or the model's override)."""
     if model.loaded is not None:
         return str(next(model.loaded[0].parameters()).dtype).removeprefix("torch.")
-    return resolve_dtype(model.dtype or eval_cfg["dtype"], eval_cfg["device"])
+    return resolve_dtype(model.dtype or eval_cfg["dtype"], resolve_device(eval_cfg))
 
 
 def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
@@ -125,6 +135,7 @@ def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
     if backend == "prefix":  # an explicit eval.batch_size also caps the answers scored per pass
         explicit = str(eval_cfg["batch_size"]).isdigit()
         cls, extra = PrefixLM, {**extra, "kv_cache_gb": eval_cfg.get("kv_cache_gb", 4.0),
+                                "logprob_sum": eval_cfg.get("logprob_sum", "float64"),
                                 "answers_per_pass": int(eval_cfg["batch_size"]) if explicit else None}
     if model.loaded is not None:
         net, tokenizer = model.loaded
@@ -136,7 +147,7 @@ def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
         peft=model.peft,
         dtype=dtype,
         batch_size=resolve_batch_size(eval_cfg),
-        device=eval_cfg["device"],
+        device=resolve_device(eval_cfg),
         **extra,
     )
 
@@ -161,9 +172,32 @@ def _load_vllm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
         raise PlatypusError("eval.backend=vllm needs a CUDA GPU; this machine has none. Use eval.backend=prefix.")
     from lm_eval.models.vllm_causallms import VLLM
 
+    # eval.parallelize: the model split over every visible GPU, as tensor parallelism (a 70B model in fp16)
+    gpus = torch.cuda.device_count() if eval_cfg.get("parallelize") else 1
     kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "batch_size": resolve_batch_size(eval_cfg),
-                              **bos_setting(eval_cfg)}
+                              "tensor_parallel_size": gpus, **bos_setting(eval_cfg)}
     if model.peft:
         rank = json.loads((Path(model.peft) / "adapter_config.json").read_text())["r"]
         kwargs |= {"lora_local_path": model.peft, "max_lora_rank": max(16, int(rank))}
     return VLLM(**kwargs)
+
+
+def release(lm) -> None:
+    """Free a loaded model before the next one loads. A vLLM engine keeps its GPU memory (and worker processes)
+    after ``del``: it is shut down with vLLM's own API first."""
+    import gc
+
+    import torch
+
+    if type(lm).__module__ == "lm_eval.models.vllm_causallms" and hasattr(lm, "model"):
+        engine = lm.model
+        if hasattr(engine, "shutdown"):  # LLM.shutdown() in newer vLLM releases
+            engine.shutdown()
+        del lm.model, engine
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+    del lm
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -35,11 +35,18 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from platypus.stages.evaluate.prefix_schedule import (
-    CONTEXTS_PER_PASS, Group, Pass, TokenCounts, count_tokens, passes, rows_per_pass,
+    CONTEXTS_PER_PASS, Group, Pass, TokenCounts, count_tokens, model_input, passes, rows_per_pass,
 )
 
 NAME = "hf-prefix"
 DEFAULT_KV_CACHE_GB = 4.0
+LOGPROB_SUMS = ("float64", "model_dtype")
+
+
+def sum_logprobs(values: torch.Tensor, how: str) -> float:
+    """A continuation's log-probability from its tokens' ones (in the softmax's dtype). ``model_dtype``: one sum in
+    that dtype, rounded to it, as HFLM (``float(logits.sum())``) and the v1 harness do; ``float64``: exact sum."""
+    return float(values.sum()) if how == "model_dtype" else float(values.double().sum())
 
 
 @register_model(NAME)
@@ -54,8 +61,11 @@ class PrefixLM(HFLM):
     """
 
     def __init__(self, *args, kv_cache_gb: float | str = DEFAULT_KV_CACHE_GB, answers_per_pass: int | str | None = None,
-                 **kwargs) -> None:
+                 logprob_sum: str = "float64", **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if logprob_sum not in LOGPROB_SUMS:
+            raise ValueError(f"logprob_sum={logprob_sum!r}: use one of {LOGPROB_SUMS}")
+        self.logprob_sum = logprob_sum
         self.kv_cache_bytes = int(float(kv_cache_gb) * 2**30)
         self.answers_per_pass = int(answers_per_pass) if answers_per_pass not in (None, "", "None") else 1 << 30
         self.counts = TokenCounts()  # what this object has scored so far
@@ -68,7 +78,8 @@ class PrefixLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         from tqdm import tqdm
 
-        max_rows, context_rows = self.answers_per_pass, self._context_rows()
+        longest = max(len(model_input(c, k, self.max_length)) for _, c, k in requests)
+        max_rows, context_rows = self.answers_per_pass, self._context_rows(longest)
         counts = count_tokens(requests, self.max_length, max_rows, context_rows)
         if self._dry_runs is not None:
             self._dry_runs.append(counts)
@@ -101,11 +112,12 @@ class PrefixLM(HFLM):
             self._dry_runs = None
 
     # ------------------------------------------------------------------ the two kinds of forward pass
-    def _forward(self, input_ids: torch.Tensor, cache, logits_to_keep: int | torch.Tensor = 0, **kwargs):
+    def _forward(self, input_ids: torch.Tensor, cache, logits_to_keep: int = 0, **kwargs):
         """One forward pass on ``cache`` (None: from position 0), under HFLM's autocast settings;
-        ``logits_to_keep``: the last n positions, or a tensor of the positions to keep."""
+        ``logits_to_keep``: the last n positions. Always a count: accelerate's hook (``eval.parallelize``) moves a
+        tensor argument to the first GPU, while the last hidden states live on the last one."""
         kwargs.update({self._cache_argument: cache, "use_cache": True})
-        if (torch.is_tensor(logits_to_keep) or logits_to_keep) and self._keeps_logits:
+        if logits_to_keep and self._keeps_logits:
             kwargs["logits_to_keep"] = logits_to_keep
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                              enabled=self.mixed_precision_dtype is not None):
@@ -121,15 +133,17 @@ class PrefixLM(HFLM):
         logits, cache = self._forward(ids, start, logits_to_keep=1)
         return F.log_softmax(logits[0, -1], dim=-1, dtype=self.softmax_dtype), cache
 
-    def _context_rows(self) -> int:
+    def _context_rows(self, longest: int) -> int:
         """Contexts packed per pass: ``CONTEXTS_PER_PASS``, ``answers_per_pass`` and the ``kv_cache_gb`` budget
-        for that many contexts of up to ``max_length`` tokens in one sequence's cache (per token: from the model's
-        config, layers x key/value heads x head size)."""
+        for that many contexts of up to ``longest`` tokens (the longest model input of the requests, at most
+        ``max_length``) in one sequence's cache (per token: from the model's config, layers x key/value heads x
+        head size)."""
         config = self.model.config
         heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 1)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         per_token = 2 * config.num_hidden_layers * heads * head_dim * next(self.model.parameters()).element_size()
-        return max(1, min(CONTEXTS_PER_PASS, self.answers_per_pass, self.kv_cache_bytes // (per_token * self.max_length)))
+        tokens = min(self.max_length, longest)
+        return max(1, min(CONTEXTS_PER_PASS, self.answers_per_pass, self.kv_cache_bytes // (per_token * tokens)))
 
     def _run_contexts(self, step: Pass, cache):
         """:meth:`_run_context` for a batch of contexts with single-token answers: their shared first
@@ -152,10 +166,11 @@ class PrefixLM(HFLM):
         mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(~allowed, torch.finfo(dtype).min)
         ids = torch.tensor([[t for c in contexts for t in c[common:]]], dtype=torch.long, device=self.device)
         last = torch.cumsum(torch.tensor(parts, device=self.device), 0) - 1
-        logits, _ = self._forward(ids, self._cache_from(layers), logits_to_keep=last,
+        keep = sum(parts) - parts[0] + 1  # from the first context's last position to the end: a count, never a tensor
+        logits, _ = self._forward(ids, self._cache_from(layers), logits_to_keep=keep,
                                   position_ids=(common + offset)[None], attention_mask=mask[None, None])
-        if not self._keeps_logits:
-            logits = logits[:, last]
+        kept = logits.shape[1]  # keep positions, or every one when the model cannot keep fewer
+        logits = logits[:, (last - (sum(parts) - kept)).to(logits.device)]
         logprobs = F.log_softmax(logits[0], dim=-1, dtype=self.softmax_dtype)
         return list(logprobs), self._cache_from([(k[:, :, :common], v[:, :, :common]) for k, v in layers])
 
@@ -168,7 +183,7 @@ class PrefixLM(HFLM):
         per_row = per_row * (len(group.context) + max(lengths)) // max(1, len(group.context))
         rows_cap = max(1, min(max_rows, self.kv_cache_bytes // max(1, per_row)))
         greedy_first = int(first.argmax())
-        total = [float(first[tokens[0]]) for tokens in answers]
+        scores = [[first[tokens[0]].reshape(1)] for tokens in answers]  # each answer's token log-probs
         greedy = [greedy_first == tokens[0] for tokens in answers]
         layers = self._layers(cache)
         for rows in rows_per_pass(lengths, rows_cap):
@@ -183,9 +198,9 @@ class PrefixLM(HFLM):
                 n = lengths[i] - 1
                 target = torch.tensor(answers[i][1:], dtype=torch.long, device=self.device)
                 scored = logprobs[row, :n]
-                total[i] += float(scored.gather(-1, target.unsqueeze(-1)).sum())
+                scores[i].append(scored.gather(-1, target.unsqueeze(-1)).squeeze(-1).to(first.device))
                 greedy[i] = greedy[i] and bool((scored.argmax(-1) == target).all())
-        return [(t, g) for t, g in zip(total, greedy)]
+        return [(sum_logprobs(torch.cat(s), self.logprob_sum), g) for s, g in zip(scores, greedy)]
 
     # ------------------------------------------------------------------ transformers' cache, by its public API
     @property

@@ -109,7 +109,8 @@ def markdown_table(summary: Mapping[str, Any], subjects: Mapping[str, Any], eval
     columns = list(eval_cfg["tasks"]) + ([AVERAGE] if any(AVERAGE in s for s in summary.values()) else [])
     heads = [f"{key} {eval_cfg['tasks'][key]['metric']} ({eval_cfg['tasks'][key]['num_fewshot']}-shot)"
              if key in eval_cfg["tasks"] else "average" for key in columns]
-    lines = ["| model | " + " | ".join(heads) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = [f"Evaluated on {eval_cfg.get('device', 'cpu')}.", "",
+             "| model | " + " | ".join(heads) + " |", "|---" * (len(columns) + 1) + "|"]
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(_cell(summary[label], c, label == reference) for c in columns) + " |")
         if summary[label].get(DELTA_TARGET):

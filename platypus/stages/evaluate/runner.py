@@ -14,7 +14,6 @@ runs. Seeds are lm-eval's CLI defaults, so numbers match ``lm_eval`` run by hand
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest
 from platypus.runtime.io import read_json, write_json_atomic
 import platypus.stages.evaluate.report as report
+from platypus.fields import Role
 from platypus.stages.evaluate.files import FILES
 import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
@@ -34,13 +34,14 @@ from platypus.stages.evaluate.backends import (
     model_dtype,
     model_identity,
     plain_config,
+    release,
     resolve_batch_size,
+    resolve_device,
 )
 from platypus.stages.evaluate.documents import choose, task_items, task_limit
 from platypus.stages.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names
 
 # lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
-TARGET, MERGED = "target", "merged"  # the run's model roles compared with each other besides with the first
 SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
 LM_EVAL_KEYS = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
 
@@ -100,6 +101,7 @@ def evaluate_models(
     if len(set(labels)) != len(labels) or any(not label or "/" in label for label in labels):
         raise PlatypusError(f"Model labels must be unique, non-empty and contain no '/': got {labels}.")
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
+    eval_cfg = {**eval_cfg, "device": resolve_device(eval_cfg)}  # recorded, and named in the table's header
     out_dir = Path(out_dir)
     suite = build_suite(eval_cfg, benchmarks_cfg, out_dir / "tasks", Path(cache_dir), log)
     task_manager = suite.task_manager()
@@ -172,8 +174,9 @@ def evaluate_models(
             task_settings[key] = {k: settings[k] for k in ("num_fewshot", "fewshot_stream", "limit")}
             if suite.source == "bundled" and bench.get("note"):
                 task_settings[key]["note"] = bench["note"]
+        if lm is not None:
+            release(lm)
         del lm
-        gc.collect()
         all_results[model.label] = {
             "model": model.describe(dtype),
             "settings": {
@@ -219,7 +222,8 @@ def summarize(suite: Suite, eval_cfg: Mapping[str, Any], all_results: Mapping[st
     for label in others:
         deltas = stats.compare(per_model[reference], per_model[label], average_of=LEADERBOARD_V1, average_key=AVERAGE)
         summary[label][report.DELTA] = {"reference": reference, **{k: d.as_dict() for k, d in deltas.items()}}
-    if TARGET in others and MERGED in others:  # the paper's comparison: the merged model against what it was folded into
-        deltas = stats.compare(per_model[TARGET], per_model[MERGED], average_of=LEADERBOARD_V1, average_key=AVERAGE)
-        summary[MERGED][report.DELTA_TARGET] = {"reference": TARGET, **{k: d.as_dict() for k, d in deltas.items()}}
+    if Role.target in others and Role.merged in others:  # the paper's comparison: the merged model against what it was folded into
+        deltas = stats.compare(per_model[Role.target.value], per_model[Role.merged.value], average_of=LEADERBOARD_V1,
+                               average_key=AVERAGE)
+        summary[Role.merged.value][report.DELTA_TARGET] = {"reference": Role.target.value, **{k: d.as_dict() for k, d in deltas.items()}}
     return summary

@@ -13,7 +13,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from platypus.config import MODEL_ROLES
+from platypus.fields import Role
 from platypus.runtime import models
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import identity, to_plain
@@ -35,9 +35,10 @@ def evaluated_models(include: list[str], candidates: dict[str, dict]) -> list[st
     folds nothing (``merge=none``) evaluates its unmerged adapter in its place, so a ``merge=into_base,none``
     sweep compares merged against unmerged instead of the base alone."""
     names = [name for name in candidates if name in include]
-    if "merged" in include and "merged" not in candidates and "adapter" in candidates and "adapter" not in names:
+    if Role.merged in include and Role.merged not in candidates and Role.adapter in candidates \
+            and Role.adapter not in names:
         log.info("[platypus] evaluate: this run merges nothing; evaluating its adapter in place of 'merged'")
-        names.append("adapter")
+        names.append(Role.adapter.value)
     return names
 
 
@@ -76,14 +77,13 @@ class EvaluateStage(Stage):
             chosen = {label: {"pretrained": models.resolve(p, None, cfg.cache_dir, "evaluate.models")}
                       for label, p in zip(distinct_labels(list(cfg.evaluate.models)), cfg.evaluate.models)}
         else:
-            candidates = {"base": {"pretrained": models.base_model(cfg)}}
+            candidates = {Role.base.value: {"pretrained": models.base_model(cfg)}}
             if found.get(Artifact.target):
-                candidates["target"] = {"pretrained": str(found[Artifact.target])}
+                candidates[Role.target.value] = {"pretrained": str(found[Artifact.target])}
             if found.get(Artifact.adapter):
-                candidates["adapter"] = {"pretrained": candidates["base"]["pretrained"], "peft": str(found[Artifact.adapter])}
+                candidates[Role.adapter.value] = {"pretrained": candidates[Role.base.value]["pretrained"], "peft": str(found[Artifact.adapter])}
             if found.get(Artifact.merged):
-                candidates["merged"] = {"pretrained": str(found[Artifact.merged])}
-            assert set(candidates) <= set(MODEL_ROLES)
+                candidates[Role.merged.value] = {"pretrained": str(found[Artifact.merged])}
             chosen = {name: candidates[name] for name in evaluated_models(list(cfg.evaluate.include), candidates)}
         if not chosen:
             raise PlatypusError(
@@ -108,6 +108,11 @@ class EvaluateStage(Stage):
             columns = list(dict.fromkeys([*cfg.eval.tasks, *cfg.published.scores, AVERAGE]))
             (out / FILES.published).write_text(published_table(to_plain(cfg.published), result["summary"], columns))
         return {"summary": result["summary"], "table": result["table"]}
+
+    def plan(self, cfg, model, made):
+        from platypus.stages.evaluate.budget import plan_evaluation
+
+        return plan_evaluation(cfg, model, made)
 
     def objective(self, manifest: dict) -> float | None:
         """The leaderboard average of the last model evaluated: what a sweeper maximises."""

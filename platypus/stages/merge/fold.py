@@ -18,7 +18,7 @@ from platypus.runtime import models
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256, identity
 from platypus.stages.merge import recipes
-from platypus.stages.merge.card import write_card
+from platypus.stages.merge.card import TARGET, write_card
 from platypus.stages.merge.compat import (
     ADAPTER_WEIGHTS,
     adapter_config,
@@ -83,6 +83,10 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
         warnings += found
         compared += [f"{adapter}: {line}" for line in checked]
     configs = [adapter_config(a) for a in adapters]
+    dora = [str(a) for a, c in zip(adapters, configs) if c.get("use_dora")]
+    if dora and cfg.engine == "stream":
+        raise PlatypusError(f"merge.engine=stream folds LoRA deltas s·B·A; {dora} are DoRA adapters, whose fold needs each "
+                            f"whole weight's norm. Use merge.engine=peft for them.")
     layers = skeleton(target_path, cfg.fold_dtype, trust)
     for adapter, config in zip(adapters, configs):
         if target_modules(config) is not None:
@@ -97,7 +101,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     card = {
         "recipe": recipe.name,
         "engine": cfg.engine,
-        "target": identity(target_path),
+        TARGET: identity(target_path),
         "adapters": [_adapter_facts(a, c, w) for a, c, w in zip(adapters, configs, weights)],
         "adapter_recorded_base": configs[0].get("base_model_name_or_path"),
         "dtype": cfg.dtype,

@@ -18,12 +18,14 @@ from transformers import TrainerCallback
 
 from platypus.config import LoraConfig, TrainConfig
 from platypus.fields import validate
+from platypus.stages.base import Artifact
 from platypus.runtime import hardware, models
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.run import world_size
 
 log = logging.getLogger("platypus")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # train precision -> 4-bit compute dtype
 
 
 # --------------------------------------------------------------------------- prompts
@@ -90,6 +92,7 @@ def check_settings(cfg: DictConfig, lora: DictConfig) -> None:
     validate(cfg, TrainConfig, "train.")
     validate(lora, LoraConfig, "lora.")
     resolve_precision(cfg.precision, torch.cuda.is_available())
+    check_processes(cfg)
     if cfg.template != "chat":
         load_template(cfg.template)
     if cfg.max_steps == -1 and not cfg.num_epochs > 0:
@@ -100,6 +103,30 @@ def check_settings(cfg: DictConfig, lora: DictConfig) -> None:
     gradient_accumulation(cfg.global_batch_size, cfg.micro_batch_size, world_size())
 
 
+def check_processes(cfg: DictConfig) -> None:
+    """One process per GPU (accelerate launch/torchrun), or one process with the model spread over every GPU
+    (``train.model_parallel``). Several GPUs visible to one plain process would make the Trainer use DataParallel,
+    which TRL refuses after the model has loaded: said here, before any stage works."""
+    cuda, processes = torch.cuda.is_available(), world_size()
+    if cfg.model_parallel and not cuda:
+        raise PlatypusError("train.model_parallel=true needs CUDA GPUs (the model is spread over them); this machine "
+                            "has none. Set train.model_parallel=false here.")
+    if cfg.model_parallel and processes > 1:
+        raise PlatypusError(
+            f"train.model_parallel=true runs one process that spreads the model over every GPU, but {processes} "
+            f"processes were launched (accelerate launch/torchrun). Run plain `python run.py ...`, or set "
+            f"train.model_parallel=false to train one copy per process."
+        )
+    gpus = torch.cuda.device_count() if cuda else 0
+    if gpus > 1 and processes == 1 and not cfg.model_parallel:
+        raise PlatypusError(
+            f"{gpus} GPUs are visible to this one process, and TRL trains on one GPU per process. Use one: "
+            f"`CUDA_VISIBLE_DEVICES=0 python run.py ...`; or all of them: `accelerate launch --config_file "
+            f"accelerate/ddp.yaml run.py stages=[train] hydra.run.dir=<run> ...` (then the other stages with plain "
+            f"python in that folder), or train.model_parallel=true (one process, the model spread over the GPUs)."
+        )
+
+
 def count_trainable(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -108,7 +135,8 @@ def count_trainable(model: torch.nn.Module) -> tuple[int, int]:
 
 def resolve_precision(asked: str, cuda: bool) -> str:
     """``auto``: bf16 on CUDA GPUs that have it (fp16 on older ones); on CPU bf16 autocast where the CPU
-    computes bf16 natively, else fp32. LoRA weights and optimizer state stay fp32 either way."""
+    computes bf16 natively, else fp32. Autocast: the LoRA weights stay fp32, except under QLoRA with bf16 and
+    DeepSpeed ZeRO-3 (then bf16: docs/gpu.md)."""
     if asked == "fp16" and not cuda:
         raise PlatypusError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (autocast) or fp32.")
     return asked if asked != "auto" else hardware.fast_precision(cuda)
@@ -176,8 +204,9 @@ def build_trainer(
     dataset = Dataset.from_list(to_prompt_completion(rows, cfg.template))
 
     tokenizer = models.load_tokenizer(base_path, model_cfg.trust_remote_code)
-    model = models.load_model(base_path, model_cfg.dtype, model_cfg.quantization, model_cfg.trust_remote_code)
-
+    # The arguments first: creating them starts the process group and accelerate's FSDP/DeepSpeed state, which
+    # from_pretrained reads to load a sharded model without a whole copy per rank (fsdp_cpu_ram_efficient_loading,
+    # zero3_init_flag) and to place a quantized model on this rank's GPU.
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         per_device_train_batch_size=cfg.micro_batch_size,
@@ -207,6 +236,14 @@ def build_trainer(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
+    model = models.load_model(base_path, model_cfg.dtype, model_cfg.quantization, model_cfg.trust_remote_code,
+                              compute_dtype=COMPUTE_DTYPES[precision], model_parallel=cfg.model_parallel)
+    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        # The authors' prepare_model_for_int8_training: every non-quantized weight (norms, embeddings, lm_head) in
+        # fp32. Checkpointing stays TRL's (activation_checkpointing above).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     trainer = TRAINERS[cfg.loss_average](
         model=model,
         args=args,
@@ -265,10 +302,8 @@ def train(
         log.info(f"[platypus] resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
 
-    # save_model runs on every process (FSDP / DeepSpeed ZeRO-3 gather the sharded weights there) and
-    # writes the adapter and tokenizer on the main process only; the rest is written there alone too.
-    adapter = out_dir / "adapter"
-    trainer.save_model(str(adapter))
+    adapter = out_dir / Artifact.adapter.value
+    save_adapter(trainer, adapter)
     history = trainer.state.log_history
     trainer.accelerator.wait_for_everyone()
     if main:
@@ -287,6 +322,7 @@ def train(
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": 100 * trainable / total,
+        "lora_dtype": str(next(p.dtype for p in trainer.model.parameters() if p.requires_grad)).removeprefix("torch."),
         "first_loss": losses[0] if losses else None,
         "loss": losses[-1] if losses else None,
         "train_loss": result.training_loss,
@@ -295,6 +331,29 @@ def train(
         "tokens_per_s": trainer.state.num_input_tokens_seen / runtime,
         "resumed_from": Path(resume).name if resume else None,
     }
+
+
+def save_adapter(trainer, folder: Path) -> None:
+    """The adapter and tokenizer into ``folder``, called on every process. Sharded (FSDP, DeepSpeed ZeRO-3): only
+    the trainable LoRA tensors are gathered (FSDP2's DTensor.full_tensor, ZeRO-3's GatheredParameters), never
+    the whole model on one rank; otherwise the Trainer's own save."""
+    zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    if not (trainer.is_fsdp_enabled or zero3):
+        trainer.save_model(str(folder))
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if zero3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(trainable.values())):
+            state = {name: p.detach().cpu().clone() for name, p in trainable.items()}
+    else:
+        state = {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().cpu() for name, p in trainable.items()}
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(str(folder), state_dict=state)
+        trainer.processing_class.save_pretrained(str(folder))
+    trainer.accelerator.wait_for_everyone()
 
 
 def plot_loss(history: list[dict], path: Path) -> None:
