@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
-    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, Role, ON_BAD_ROW, PRECISIONS,
+    FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, Role, ON_BAD_ROW, PRECISIONS,
     QUANTIZATIONS, RESUME,
     SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
@@ -309,9 +309,9 @@ class EvalConfig:
     # auto: cuda when this process sees a CUDA GPU, else cpu (results record, and the table's header names, the
     # device used) | cpu | cuda | cuda:<n>
     device: str = "auto"
-    # prefix (ours: lm-eval's HFLM computing each shared context once, platypus/stages/evaluate/prefix.py) | hf (lm-eval's
-    # HFLM, for parity checks) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
-    backend: str = choice("prefix", EVAL_BACKENDS, "{key}={value!r}: use one of {options_list}.")
+    # conf/eval/backend/ (prefix: ours, the default | hf: lm-eval's HFLM | vllm): a Backend dataclass named by
+    # _target_ (platypus/stages/evaluate/backends.py), .model its lm-eval registry name (any lm-eval model class)
+    backend: Any = field(default_factory=lambda: {"_target_": "platypus.stages.evaluate.backends.PrefixBackend"})
     # Prepend the tokenizer's BOS to every request: null lets the tokenizer decide (lm-eval 0.4's default: a Llama
     # tokenizer prepends it), false never (the v1 leaderboard's harness, b281b09, encoded without special tokens).
     add_bos_token: Optional[bool] = None

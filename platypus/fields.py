@@ -31,7 +31,6 @@ DTYPES = ("bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BENCHMARK_SOURCES = ("bundled", "hub")
-EVAL_BACKENDS = ("prefix", "hf", "vllm")
 SUBSETS = ("random", "first")
 FEWSHOT_STREAMS = ("lm_eval", "v1")  # eval.fewshot_stream: platypus/stages/evaluate/fewshot_v1.py
 DEDUP_KEEP = ("first", "longest")

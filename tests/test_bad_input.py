@@ -201,6 +201,8 @@ RANGE_AND_ENUM_CASES = [
     (["model.quantization=3bit"], ["model.quantization='3bit': use one of none, 4bit, 8bit"]),
     (["eval.batch_size=abc"], ["eval.batch_size='abc': use a positive integer, or 'auto'"]),
     (["eval.dtype=fp8"], ["eval.dtype='fp8': use auto, bfloat16, float16, float32"]),
+    (["eval.backend.model=tgi"], ["eval.backend.model='tgi': lm-eval has no model class by that name", "hf-prefix"]),
+    (["+eval.backend.kv_cache=2"], ["eval.backend.kv_cache: PrefixBackend has no such parameter", "model, model_args"]),
     (["eval.batch_size=0"], ["eval.batch_size='0': use a positive integer, or 'auto'"]),
     (["benchmarks.source=web"], ["benchmarks.source='web': use one of bundled, hub"]),
     (["+logger.api_key=abc"], ["logger.api_key: WandbTracker has no such parameter. It takes: project, mode"]),

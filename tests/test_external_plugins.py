@@ -1,5 +1,5 @@
 """Plug-ins defined outside platypus/ (tests/plugins: the package ``acme`` and its config groups) run end to end:
-a data source kind, a merge recipe and a tracker, each one module + one YAML, added with ``hydra.searchpath``
+a data source kind, a merge recipe, a tracker and an evaluation backend, each one module + one YAML, added with ``hydra.searchpath``
 and PYTHONPATH the way a user adds theirs. The run is the whole loop on the tiny Llama."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_acme_plugins_run_the_whole_loop(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     done = subprocess.run([
         sys.executable, "run.py", f"hydra.searchpath=[file://{PLUGINS / 'conf'}]", f"hydra.run.dir={run_dir}",
-        "debug=fast", "data=acme_tables", "merge=acme_damped", "logger=acme_jsonl", "curate=off",
+        "debug=fast", "data=acme_tables", "merge=acme_damped", "logger=acme_jsonl", "eval/backend=acme", "curate=off",
         f"model.path={tiny_model_dir}", "model.gguf_file=null", f"cache_dir={tmp_path / 'cache'}",
         "~eval.tasks.mmlu", "~eval.tasks.hellaswag", "~eval.tasks.arc_challenge",
     ], cwd=REPO, env={**ENV, "PYTHONPATH": str(PLUGINS)}, capture_output=True, text=True, timeout=900)
@@ -35,6 +35,8 @@ def test_acme_plugins_run_the_whole_loop(tmp_path, tiny_model_dir):
     assert merged  # the damped fold produced a loadable model
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any(key.startswith("eval/") for entry in logged for key in entry)
+    results = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    assert {r["settings"]["backend"]["batch_size"] for r in results.values()} == {2}  # FixedBatch evaluated them
 
 
 def test_a_misspelt_plugin_option_is_named_with_the_searchpath_options(tmp_path):
