@@ -205,6 +205,7 @@ RANGE_AND_ENUM_CASES = [
     (["+eval.backend.kv_cache=2"], ["eval.backend.kv_cache: PrefixBackend has no such parameter", "model, model_args"]),
     (["eval.batch_size=0"], ["eval.batch_size='0': use a positive integer, or 'auto'"]),
     (["benchmarks.source=web"], ["benchmarks.source='web': use one of bundled, hub"]),
+    (["merge.recipe=blend"], ["merge.recipe='blend': a plug-in is a node naming its class", "merge=<option>"]),
     (["+logger.api_key=abc"], ["logger.api_key: WandbTracker has no such parameter. It takes: project, mode"]),
     (["logger._target_=acme.Tracker"], ["logger._target_='acme.Tracker' cannot be imported", "No module named 'acme'"]),
     (["logger=wandb", "logger.mode=live"], ["logger.mode: Invalid value 'live', expected one of [offline, online, disabled]"]),

@@ -200,7 +200,8 @@ def test_curate_key_follows_the_content_of_a_local_source(tmp_path):
     data.write_text('{"instruction": "a", "output": "c"}\n')
     assert curate_inputs(cfg)["sources"]["mine"]["sha256"] != before["sources"]["mine"]["sha256"]
     hub = curate_inputs(config("data=open_platypus", "~curate.steps.decontaminate"))
-    assert hub == {"sources": {"open_platypus": {"hub_id": "garage-bAInd/Open-Platypus", "split": "train"}},
+    assert hub == {"sources": {"open_platypus": {"hub_id": "garage-bAInd/Open-Platypus", "split": "train",
+                                                 "revision": "7ba4746"}},
                    "benchmark_questions": {}}
 
 
