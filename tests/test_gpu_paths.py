@@ -258,7 +258,7 @@ def test_quantized_base_gets_the_authors_fp32_upcast(tiny_model_dir, tmp_path, m
 def test_docs_say_when_lora_weights_are_fp32():
     from platypus.stages.train.trainer import resolve_precision
 
-    for text in (resolve_precision.__doc__, (REPO / "platypus/config.py").read_text(), (REPO / "docs/training.md").read_text()):
+    for text in (resolve_precision.__doc__, (REPO / "platypus/config/model.py").read_text(), (REPO / "docs/training.md").read_text()):
         assert "LoRA weights and optimizer state stay fp32 either way" not in text
         assert "LoRA weights and optimizer state stay fp32." not in text
         assert "Trainable LoRA weights stay fp32." not in text
