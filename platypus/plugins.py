@@ -24,6 +24,10 @@ TARGET = "_target_"
 
 def target_class(node: Any, base: type[T], where: str) -> type[T]:
     """The class ``node._target_`` names, checked to be a dataclass derived from ``base``."""
+    if node is not None and not hasattr(node, "get"):
+        raise PlatypusError(f"{where}={node!r}: a plug-in is a node naming its class (`{where}._target_=<package.module."
+                            f"Class>` and its parameters); pick an option of its config group instead (e.g. "
+                            f"{where.split('.')[0]}=<option>), or give the node in a config file.")
     name = node.get(TARGET) if node is not None else None
     if not name:
         raise PlatypusError(f"{where} names no class: give it `{TARGET}: <package.module.Class>`, a {base.__name__} "

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from platypus.config import DTYPES as DTYPE_NAMES
-from platypus.config import QUANTIZATIONS
+from platypus.fields import DTYPES as DTYPE_NAMES
+from platypus.fields import QUANTIZATIONS
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256
 from platypus.runtime.io import staged_folder

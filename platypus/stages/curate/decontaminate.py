@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from platypus.config import DECONTAMINATION_POLICIES
+from platypus.fields import DECONTAMINATION_POLICIES
 
 CHUNK_ELEMENTS = 1 << 25  # question-chunk x train similarity entries per product (128 MiB)
 _TOKEN = re.compile(r"[a-z0-9]+")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from platypus.config import DEDUP_KEEP, DEDUP_SCREENS
+from platypus.fields import DEDUP_KEEP, DEDUP_SCREENS
 
 KEPT_CHUNK_ELEMENTS = 1 << 25  # block x kept-chunk similarity entries per product (128 MiB)
 SCREEN_MARGIN = 0.02

@@ -20,7 +20,7 @@ from platypus.runtime.identity import identity, to_plain
 from platypus.runtime.tracking import flatten
 from platypus.stages.base import Artifact, Stage
 from platypus.stages.evaluate.aggregate import AVERAGE
-from platypus.stages.evaluate.backends import EvalModel, resolve_batch_size, resolve_dtype
+from platypus.stages.evaluate.backends import EvalModel, eval_backend, resolve_batch_size, resolve_dtype
 from platypus.runtime.io import read_json
 from platypus.stages.evaluate.files import FILES
 from platypus.stages.evaluate.report import DELTAS, delta_columns, published_table
@@ -59,6 +59,7 @@ class EvaluateStage(Stage):
 
     def check(self, cfg) -> None:
         eval_cfg, benchmarks = to_plain(cfg.eval), to_plain(cfg.benchmarks)
+        eval_backend(eval_cfg).check()
         resolve_batch_size(eval_cfg)
         resolve_dtype(cfg.eval.dtype, cfg.eval.device)
         if not eval_cfg["tasks"]:
@@ -170,7 +171,7 @@ def plan_evaluation(cfg, root: Path, eval_models: list[EvalModel]) -> None:
                      mc2_sd=cfg.evaluate.plan_mc2_sd)
     names = ", ".join(f"{m.label} ({m.pretrained}{' + ' + m.peft if m.peft else ''})" for m in eval_models)
     dtype = resolve_dtype(cfg.eval.dtype, cfg.eval.device)
-    text = (f"# Evaluation plan: eval={cfg.eval.name}, backend {cfg.eval.backend}, batch size "
+    text = (f"# Evaluation plan: eval={cfg.eval.name}, backend {eval_backend(cfg.eval).model}, batch size "
             f"{resolve_batch_size(cfg.eval)}, {dtype}\n\nModels: {names}\n\n{found['table']}")
     (root / "evaluate_plan.md").write_text(text)
     (root / "evaluate_plan.json").write_text(json.dumps({k: v for k, v in found.items() if k != "table"}, indent=1))
