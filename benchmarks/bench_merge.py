@@ -5,11 +5,11 @@ shard by shard (100 MB shards + index, never whole in memory), with a random r=1
 Each engine folds it with ``merge=into_base`` in its own child (``merge.shard_mb=100``, the stream engine checking
 per tensor: ``merge.check_memory_gb=0``); an idle ``run.py merge=none`` gives the baseline the peaks are read
 against. Peak RSS: ``getrusage(RUSAGE_CHILDREN)`` of a wrapper that runs one child. The outputs are compared
-tensor for tensor. mergekit's ``model+lora`` path joins the table when ``--mergekit`` names its
+tensor for tensor (against the stream output in the same --root). mergekit's ``model+lora`` path joins the table when ``--mergekit`` names its
 ``mergekit-yaml`` (installed in a separate venv, e.g. /tmp/mkvenv/bin/mergekit-yaml).
 
     python benchmarks/bench_merge.py --layers 16 --engines idle,stream,peft    # 1.5 GB
-    python benchmarks/bench_merge.py --layers 64 --engines idle,stream         # 5.8 GB (4x), stream only
+    python benchmarks/bench_merge.py --layers 64 --engines idle,stream         # 4.7 GB (3.2x), stream only
 """
 
 from __future__ import annotations

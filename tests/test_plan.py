@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from platypus.pipeline import run_checked
-from platypus.plan import lora_parameters, parameters
+from platypus.planning import lora_parameters, parameters
 from platypus.stages.train.lora_model import keep_trainable_fp32
 from tests.helpers import compose_config
 

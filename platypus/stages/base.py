@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
+from platypus.planning import ModelFacts, StagePlan
+
 
 class Artifact(str, Enum):
     """What one stage hands the next (the files are named in each stage's ``produces``)."""
@@ -56,6 +58,11 @@ class Stage:
 
     def log(self, run, folder: Path, manifest: dict[str, Any]) -> None:
         """Send the finished stage's metrics, tables and images to the run's tracker."""
+
+    def plan(self, cfg: DictConfig, model: ModelFacts, made: list[str]) -> StagePlan:
+        """The stage's part of ``plan=true`` (downloads, memory, FLOPs), from the config alone; ``made``: the models
+        earlier stages of the run make (adapter, target, merged)."""
+        return StagePlan()
 
     def summary_row(self, folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         """The finished stage's columns in a sweep summary (``platypus.report``)."""

@@ -62,3 +62,12 @@ class CurateStage(Stage):
             row["curate_removed"] = metrics["rows_in"] - metrics["kept"]
         row.update({f"curate_{name}": value for name, value in metrics.items() if name.startswith("removed_")})
         return row
+
+    def plan(self, cfg, model, made):
+        from platypus.planning import CHARS_PER_TOKEN, StagePlan, hub_sources, training_tokens
+
+        if not hub_sources(cfg):
+            return StagePlan()
+        rows, mean_tokens, _ = training_tokens(cfg)
+        return StagePlan(downloads=[(f"data {cfg.data.name}", rows * mean_tokens * CHARS_PER_TOKEN / 1e9,
+                                     f"{rows:,} rows x ~{mean_tokens:.0f} tokens")])

@@ -109,6 +109,11 @@ class EvaluateStage(Stage):
             (out / FILES.published).write_text(published_table(to_plain(cfg.published), result["summary"], columns))
         return {"summary": result["summary"], "table": result["table"]}
 
+    def plan(self, cfg, model, made):
+        from platypus.stages.evaluate.budget import plan_evaluation
+
+        return plan_evaluation(cfg, model, made)
+
     def objective(self, manifest: dict) -> float | None:
         """The leaderboard average of the last model evaluated: what a sweeper maximises."""
         averages = [v.get(AVERAGE) for v in manifest["metrics"]["summary"].values() if isinstance(v, dict)]

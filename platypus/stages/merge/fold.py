@@ -83,6 +83,10 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
         warnings += found
         compared += [f"{adapter}: {line}" for line in checked]
     configs = [adapter_config(a) for a in adapters]
+    dora = [str(a) for a, c in zip(adapters, configs) if c.get("use_dora")]
+    if dora and cfg.engine == "stream":
+        raise PlatypusError(f"merge.engine=stream folds LoRA deltas s·B·A; {dora} are DoRA adapters, whose fold needs each "
+                            f"whole weight's norm. Use merge.engine=peft for them.")
     layers = skeleton(target_path, cfg.fold_dtype, trust)
     for adapter, config in zip(adapters, configs):
         if target_modules(config) is not None:

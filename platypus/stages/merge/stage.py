@@ -72,4 +72,7 @@ class MergeStage(Stage):
     def run(self, cfg, inputs, out: Path, run) -> dict:
         return merge(cfg.merge, cfg.model, inputs["base"], inputs["adapters"], out, cfg.cache_dir, seed=cfg.seed)
 
+    def plan(self, cfg, model, made):
+        from platypus.stages.merge.plan import plan_merge
 
+        return plan_merge(cfg, model)

@@ -56,3 +56,8 @@ class TrainStage(Stage):
     def summary_row(self, folder: Path, manifest: dict) -> dict:
         metrics = manifest.get("metrics", {})
         return {"train_loss": metrics.get("loss"), "train_steps": metrics.get("steps")}
+
+    def plan(self, cfg, model, made):
+        from platypus.stages.train.plan import plan_training
+
+        return plan_training(cfg, model)
