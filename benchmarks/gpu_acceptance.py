@@ -104,8 +104,8 @@ def scored(backend: str, work: Path, **eval_overrides) -> dict:
     from platypus.stages.evaluate.runner import SEEDS, EvalModel
     from platypus.stages.evaluate.tasks import build_suite
 
-    overrides = [f"eval.{k}={v}" for k, v in {"backend": backend, "dtype": "float16", "device": "cuda",
-                                              "limit": 8, **eval_overrides}.items()]
+    overrides = [f"eval/backend={backend}", *(f"eval.{k}={v}" for k, v in {"dtype": "float16", "device": "cuda",
+                                                                          "limit": 8, **eval_overrides}.items())]
     cfg = compose("eval=quick", "benchmarks=bundled", "eval.tasks.mmlu.limit=1", "eval.tasks.arc_challenge.limit=8",
                   "eval.tasks.truthfulqa_mc2.limit=8", *overrides)
     eval_cfg, bench_cfg = backends.plain_config(cfg.eval), backends.plain_config(cfg.benchmarks)

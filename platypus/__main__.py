@@ -3,7 +3,7 @@ are this one Hydra app, composed from the package's configs (``conf/``).
 
     platypus                                  # curate -> train -> merge -> evaluate, embedded default
     platypus stages=[evaluate] evaluate.models=[path/to/model] eval=leaderboard_v1
-    platypus --multirun curate.dedup.threshold=0.7,0.8 lora=platypus,attention
+    platypus --multirun curate.steps.dedup.threshold=0.7,0.8 lora=platypus,attention
 
 Before Hydra starts a job, :func:`platypus.cli.precheck` names unknown keys and group options (with the closest
 valid names), wrong types and an unwritable output folder in one paragraph (exit code 2); a write that fails

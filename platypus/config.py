@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig
 
 from platypus.fields import (  # noqa: F401 - the choice sets are imported from here by the stages
     BENCHMARK_SOURCES, CACHE_VERIFY, DECONTAMINATION_POLICIES, DEDUP_KEEP, DEDUP_SCREENS, SEARCHES, DTYPE, DTYPES,
-    EVAL_BACKENDS, FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, ON_BAD_ROW, PRECISIONS,
+    FEWSHOT_STREAMS, LORA_BIAS, LOSS_AVERAGES, MODEL_ROLES, NOT_KNOWN, Role, ON_BAD_ROW, PRECISIONS,
     QUANTIZATIONS, RESUME,
     SIMILARITY, SUBSETS, choice, positive, ranged, unit_interval,
 )
@@ -95,42 +95,6 @@ class EmbeddingConfig:
 
 
 @dataclass
-class ExactDedupConfig:
-    enabled: bool = True
-    # false: the authors' key, f"{instruction}-{input}" as is (merged_largest_keep.py; curate=notebook)
-    normalise_whitespace: bool = True
-
-
-@dataclass
-class SemanticDedupConfig:
-    enabled: bool = True
-    threshold: float = ranged(0.8, unit_interval, SIMILARITY)
-    keep: str = choice("first", DEDUP_KEEP, NOT_KNOWN)  # first (the paper) | longest output wins
-    block_size: int = ranged(2048, positive)
-    # bf16 screening pass + exact fp32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
-    # AMX. auto = on for >= 50,000 rows on such CPUs | off | bf16.
-    screen: str = choice("auto", DEDUP_SCREENS, NOT_KNOWN)
-    # exact: the blocked greedy pass (cost ~ rows x kept) | approximate: faiss index, candidates re-scored
-    # exactly (platypus/stages/curate/search.py) | auto: exact up to curate.search.exact_up_to rows
-    search: str = choice("auto", SEARCHES, NOT_KNOWN)
-    # approximate only: also run the exact pass on the first N rows and report the recall of the dropped set
-    recall_sample: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: no sample).")
-
-
-@dataclass
-class DecontaminateConfig:
-    enabled: bool = True
-    threshold: float = ranged(0.8, unit_interval, SIMILARITY)
-    policy: str = choice("all", DECONTAMINATION_POLICIES, NOT_KNOWN)  # nearest_only: the paper's notebook
-    benchmarks: List[str] = field(
-        default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
-    )
-    search: str = choice("auto", SEARCHES, NOT_KNOWN)  # as curate.dedup.search (index over the rows)
-    # e.g. 13: independent n-gram overlap detector
-    ngram: Optional[int] = ranged(None, positive, "{key}={value} must be a positive integer or null.")
-
-
-@dataclass
 class SearchConfig:
     """The approximate search's index (faiss IVF, 8-bit codes; platypus/stages/curate/search.py)."""
     exact_up_to: int = ranged(100_000, positive)  # search=auto: exact search up to this many rows
@@ -142,14 +106,13 @@ class SearchConfig:
 class CurateConfig:
     name: str = MISSING
     on_bad_row: str = choice("error", ON_BAD_ROW, NOT_KNOWN)  # skip: drop and count unreadable rows
-    # The steps in the order they run: modules of platypus/stages/curate/steps/ (a step whose section below
-    # says enabled: false is skipped).
-    steps: List[str] = field(default_factory=lambda: ["exact_dedup", "semantic_dedup", "decontaminate"])
+    # The steps in the order they run: name -> a platypus.stages.curate.steps.Step named by _target_, its
+    # parameters beside it (curate.steps.dedup.threshold, ...; built by platypus.plugins.build). Listed = run.
+    steps: Dict[str, Any] = field(default_factory=dict)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
-    dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
-    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+    # The benchmarks whose test questions the decontamination steps compare the rows with.
+    benchmarks: List[str] = field(default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"])
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -309,9 +272,9 @@ class EvalConfig:
     # auto: cuda when this process sees a CUDA GPU, else cpu (results record, and the table's header names, the
     # device used) | cpu | cuda | cuda:<n>
     device: str = "auto"
-    # prefix (ours: lm-eval's HFLM computing each shared context once, platypus/stages/evaluate/prefix.py) | hf (lm-eval's
-    # HFLM, for parity checks) | vllm (lm-eval's vLLM backend: CUDA + `pip install lm-eval[vllm]`; adapters via LoRA)
-    backend: str = choice("prefix", EVAL_BACKENDS, "{key}={value!r}: use one of {options_list}.")
+    # conf/eval/backend/ (prefix: ours, the default | hf: lm-eval's HFLM | vllm): a Backend dataclass named by
+    # _target_ (platypus/stages/evaluate/backends.py), .model its lm-eval registry name (any lm-eval model class)
+    backend: Any = field(default_factory=lambda: {"_target_": "platypus.stages.evaluate.backends.PrefixBackend"})
     # Prepend the tokenizer's BOS to every request: null lets the tokenizer decide (lm-eval 0.4's default: a Llama
     # tokenizer prepends it), false never (the v1 leaderboard's harness, b281b09, encoded without special tokens).
     add_bos_token: Optional[bool] = None
@@ -334,7 +297,7 @@ class EvaluateConfig:
     # Explicit input: model folders / hub ids; default is this run's base (+ merged) models.
     models: List[str] = field(default_factory=list)
     # Which of this run's models to evaluate.
-    include: List[str] = choice(["base", "merged"], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
+    include: List[str] = choice([Role.base.value, Role.merged.value], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
     # Dry run: count each task's requests, time a short warm-up on the first model, estimate the
     # total and stop (writes evaluate_plan.md/json into the run folder; nothing is evaluated).
     plan: bool = False
@@ -399,6 +362,14 @@ class RootConfig:
     # The tracker (conf/logger/): a platypus.runtime.tracking.Tracker named by _target_ (platypus/plugins.py).
     logger: Any = field(default_factory=lambda: {"_target_": "platypus.runtime.tracking.Tracker"})
     published: Optional[PublishedConfig] = None  # set by the paper's experiment presets
+
+
+def filled(schema: type, node: Any) -> dict:
+    """``node`` (a composed section, or a partial mapping from Python) with every field of ``schema``, typed: stage
+    code reads its section through this, so a default lives only in the schema."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), node), resolve=True)
 
 
 def register() -> None:

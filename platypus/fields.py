@@ -5,23 +5,37 @@ set or a range to a field (:func:`choice`, :func:`ranged`), and the one function
 from __future__ import annotations
 
 import typing
+from enum import Enum
 from dataclasses import field, fields, is_dataclass
 from typing import Any, Callable
 
 from omegaconf import MISSING
 
 # The choice sets, each spelled once (modules that need them import them from here).
-MODEL_ROLES = ("base", "target", "adapter", "merged")  # the models a run can evaluate (target: merge.target)
+
+
+class Role(str, Enum):
+    """The models a run can evaluate: its base, and what its stages make (target: merge.target, when not the base)."""
+
+    base = "base"
+    target = "target"
+    adapter = "adapter"
+    merged = "merged"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MODEL_ROLES = tuple(role.value for role in Role)
 DTYPES = ("bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BENCHMARK_SOURCES = ("bundled", "hub")
-EVAL_BACKENDS = ("prefix", "hf", "vllm")
 SUBSETS = ("random", "first")
 FEWSHOT_STREAMS = ("lm_eval", "v1")  # eval.fewshot_stream: platypus/stages/evaluate/fewshot_v1.py
 DEDUP_KEEP = ("first", "longest")
 DEDUP_SCREENS = ("auto", "off", "bf16")
-SEARCHES = ("auto", "exact", "approximate")  # curate.dedup.search / curate.decontaminate.search
+SEARCHES = ("auto", "exact", "approximate")  # curate.steps.dedup.search / curate.steps.decontaminate.search
 DECONTAMINATION_POLICIES = ("all", "nearest_only")
 ON_BAD_ROW = ("error", "skip")
 LORA_BIAS = ("none", "all", "lora_only")

@@ -77,11 +77,13 @@ def found_in(run: Run) -> Artifacts:
 def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
     """Run ``cfg.stages`` in ``root``; the leaderboard average of the last evaluated model, if evaluated."""
     check_stages(cfg)
-    if world_size() > 1 and list(cfg.stages) != ["train"]:
+    alone = [name for name in cfg.stages if not stages.get(cfg, name).distributed]
+    if world_size() > 1 and alone:
+        distributed = [name for name in stages.known(cfg) if stages.get(cfg, name).distributed]
         raise PlatypusError(
-            f"stages={list(cfg.stages)} under a multi-process launcher: only training is distributed. Run "
-            f"`accelerate launch ... run.py stages=[train] train.dataset=...` (or hydra.run.dir=<run> after curate), "
-            f"then the other stages with plain `python run.py` in the same run folder."
+            f"stages={list(cfg.stages)} under a multi-process launcher: only {', '.join(distributed)} is distributed. "
+            f"Run `accelerate launch ... run.py stages=[{','.join(distributed)}] ...` (or hydra.run.dir=<run> after the "
+            f"stages before it), then the other stages with plain `python run.py` in the same run folder."
         )
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root) if process_rank() == 0 else nullcontext():
@@ -89,7 +91,7 @@ def run_pipeline(cfg: DictConfig, root: Path) -> float | None:
 
 
 def _run_stages(cfg: DictConfig, root: Path) -> float | None:
-    name = "-".join(str(cfg[g].name) for g in ("data", "lora", "merge"))
+    name = "-".join(str(section.name) for section in (cfg.data, cfg.lora, cfg.merge))
     tracker = (tracking.start(cfg.logger, cfg, root, name, tracking.hydra_job(), job_type="+".join(cfg.stages))
                if process_rank() == 0 else tracking.Tracker())
     run = Run(cfg, root, tracker)

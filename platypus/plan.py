@@ -34,7 +34,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     """The plan as data: stages, downloads, memory and GPU time per stage (printed by :func:`text`)."""
     model = model_facts(cfg)
     found: dict[str, Any] = {"stages": list(cfg.stages), "parameters": model.parameters, "downloads": [],
-                             "memory_gib": {}, "flops": {}, "hours": {}, "basis": {}, "cpu": [], "lines": [],
+                             "memory_gib": {}, "flops": {}, "hours": {}, "basis": {}, "fits": {}, "lines": [],
                              "notes": []}
     if on_hub(cfg.model.path):
         found["downloads"].append((f"model {cfg.model.path}", model.parameters * 2 / 1e9, "fp16 safetensors"))
@@ -46,11 +46,11 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         found["memory_gib"].update(part.memory_gib)
         found["lines"] += part.lines
         found["notes"] += part.notes
-        found["cpu"] += list(part.memory_gib) if part.cpu else []
+        found["fits"].update({row: "CPU" if part.cpu else fits_80gb(gib, part) for row, gib in part.memory_gib.items()})
         if part.details:
             found[name] = {**part.details, "mfu": part.mfu, "mfu_basis": part.mfu_basis}
         if part.flops:
-            gpus = part.gpus or gpus_needed(name, max(part.memory_gib.values()))
+            gpus = part.gpus or gpus_needed(max(part.memory_gib.values()), part.spreads)
             found["flops"][name] = part.flops
             found["hours"][name] = gpu_hours(part.flops, part.mfu, gpus)
             found["basis"][name] = part.basis
@@ -72,10 +72,9 @@ def text(cfg: DictConfig, found: dict[str, Any]) -> str:
         basis = found["basis"].get(stage, "")
         if hours.get("gpus", 1) > 1:
             basis += f"; x {hours['gpus']} GPUs (device_map=auto runs one GPU at a time)"
-        fits = "CPU" if row in found["cpu"] else fits_80gb(stage, gib)
         a100 = f"{hours[A100['name']]:.3g}" if hours else "–"
         h100 = f"{hours[H100][0]:.3g}–{hours[H100][1]:.3g}" if hours else "–"
-        lines.append(f"| {row} | {gib:.1f} | {fits} | {a100} | {h100} | {basis} |")
+        lines.append(f"| {row} | {gib:.1f} | {found['fits'][row]} | {a100} | {h100} | {basis} |")
     lines.append(f"\nUtilisation: training on an 8-bit/4-bit base at {CALIBRATED:.3f} of the A100's peak, calibrated to "
                  f"the paper's one epoch of 13B in ~{CALIBRATION['hours']:g} h on one A100 ({CALIBRATION['flops_per_token']} "
                  f"x {CALIBRATION['parameters'] / 1e9:.2f} B x {CALIBRATION['tokens'] / 1e6:.2f} M tokens); H100 = "

@@ -27,12 +27,6 @@ H100 = "H100-80GB"
 CALIBRATION = {"hours": 5.0, "parameters": 13.02e9, "tokens": 24926 * 414, "flops_per_token": 6}
 CALIBRATED = (CALIBRATION["flops_per_token"] * CALIBRATION["parameters"] * CALIBRATION["tokens"]
               / (A100["tflops"] * 1e12 * CALIBRATION["hours"] * 3600))
-# Model FLOPs utilisation: training on a bitsandbytes 8-bit/4-bit base (calibrated above); on a 16-bit base, twice
-# that (bitsandbytes' int8 matmuls, dequantising and decomposing outlier columns, run at about half speed: stated,
-# not measured); scoring (prefill only, long few-shot contexts; stated, not measured).
-MFU = {"train": 2 * CALIBRATED, "train_quantized": CALIBRATED, "evaluate": 0.45}
-MFU_BASIS = {"train_quantized": "the paper's 13B epoch in ~5 h on one A100", "train": "2x the paper-calibrated 8-bit "
-             "utilisation", "evaluate": "stated"}
 # An H100 runs this work 1.5-2x as fast as an A100 (not the 3.2x of their data-sheet peaks: memory-bound
 # bitsandbytes kernels, batch-1 scoring): its hours are a range.
 H100_SPEEDUP = (1.5, 2.0)
@@ -66,6 +60,9 @@ class StagePlan:
     mfu: float = 0.0
     mfu_basis: str = ""
     gpus: int | None = None  # None: as many as its peak needs (gpus_needed)
+    spreads: bool = False  # its peak can be split over GPUs
+    tight: str = ""  # where the peak is, when it barely fits
+    too_big: str = ""  # what to do when it does not fit ({gpus}: the GPUs it needs)
     cpu: bool = False  # its memory is the host's RAM, not a GPU's
     basis: str = ""
     lines: list[str] = field(default_factory=list)
@@ -92,9 +89,9 @@ def parameters(arch: dict[str, Any]) -> int:
     return layers * per_layer + embeddings + h
 
 
-def gpus_needed(stage: str, gib: float) -> int:
-    """GPUs a stage's peak is spread over: 1 where it fits one 80 GB GPU (or is training, one copy per process)."""
-    if stage != "evaluate" or gib <= A100["memory_gib"]:
+def gpus_needed(gib: float, spreads: bool) -> int:
+    """GPUs a stage's peak is spread over: 1 where it fits one 80 GB GPU or cannot be spread (one copy per process)."""
+    if not spreads or gib <= A100["memory_gib"]:
         return 1
     return math.ceil(gib / (0.9 * A100["memory_gib"]))
 
@@ -145,15 +142,13 @@ def gpu_hours(flops: float, mfu: float, gpus: int) -> dict[str, Any]:
     return {"gpus": gpus, A100["name"]: hours, H100: [hours / H100_SPEEDUP[1], hours / H100_SPEEDUP[0]]}
 
 
-def fits_80gb(stage: str, gib: float) -> str:
-    """Whether a stage's peak fits one 80 GB GPU; what to do otherwise (training runs a whole copy per process)."""
+def fits_80gb(gib: float, part: "StagePlan") -> str:
+    """Whether a stage's peak fits one 80 GB GPU; what to do otherwise, in the stage's own words."""
     share = gib / A100["memory_gib"]
     if share <= 0.85:
         return "yes"
     if share <= 1.0:
-        return "tight (the peak is at train.cutoff_len)" if stage == "train" else "tight"
-    if stage == "evaluate":
-        return f"no: {gpus_needed(stage, gib)} GPUs with eval.parallelize=true"
-    return "no: each process holds the whole model; lower train.cutoff_len or use 4bit"
+        return f"tight ({part.tight})" if part.tight else "tight"
+    return f"no: {part.too_big.format(gpus=gpus_needed(gib, part.spreads))}"
 
 

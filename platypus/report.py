@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from hydra.experimental.callback import Callback
 
-from platypus.config import MODEL_ROLES
+from platypus.fields import MODEL_ROLES
 from platypus.runtime.errors import EXIT_USER_ERROR
 from platypus.runtime.failures import reported
 from platypus.runs import collect, find_runs

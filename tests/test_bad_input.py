@@ -74,8 +74,8 @@ def test_cli_wrong_type_names_key_and_expected_type(tmp_path):
 
 @pytest.mark.slow
 def test_cli_threshold_out_of_range_fails_before_the_run_folder_exists(tmp_path):
-    text = cli(tmp_path, "curate.dedup.threshold=1.5")
-    assert "curate.dedup.threshold=1.5 is outside (0, 1]" in text and "curate.dedup.threshold=0.8" in text
+    text = cli(tmp_path, "curate.steps.dedup.threshold=1.5")
+    assert "curate.steps.dedup.threshold=1.5 is outside (0, 1]" in text and "curate.steps.dedup.threshold=0.8" in text
 
 
 @pytest.mark.slow
@@ -153,7 +153,7 @@ def precheck_error(capsys, *argv: str) -> str:
 
 @pytest.mark.parametrize("argv,expected", [
     (["lerning_rate=1e-4"], ["Unknown config key 'lerning_rate'", "Did you mean train.learning_rate?"]),
-    (["curate.dedupe.threshold=0.7"], ["Did you mean curate.dedup.threshold?"]),
+    (["curate.dedupe.threshold=0.7"], ["Did you mean curate.steps.dedup.threshold"]),
     (["lora.rr=8"], ["Unknown config key 'lora.rr'", "Did you mean lora.r?", "Valid keys under lora:"]),
     (["eval.tasks.arc.num_fewshot=5"], ["Unknown entry 'arc' in eval.tasks", "arc_challenge, hellaswag"]),
     (["+data.sources.extra.path=x.jsonl"], ["Unknown entry 'extra' in data.sources", "add it in a config file"]),
@@ -175,7 +175,7 @@ def test_precheck_accepts_valid_command_lines(capsys):
     from platypus.cli import precheck
 
     for argv in (["--cfg", "job", "lora=attention", "~eval.tasks.mmlu", "data.sources.open_platypus_rebuild.max_rows=9"],
-                 ["--cfg", "job", "-m", "lora=platypus,attention", "curate.dedup.threshold=0.7,0.8"],
+                 ["--cfg", "job", "-m", "lora=platypus,attention", "curate.steps.dedup.threshold=0.7,0.8"],
                  ["--cfg", "job", "hydra.job.chdir=false", "stages=[curate]", "+sweep=dedup_threshold", "-m"]):
         precheck(argv)  # returns: Hydra takes over
     assert capsys.readouterr().err == ""
@@ -183,14 +183,14 @@ def test_precheck_accepts_valid_command_lines(capsys):
 
 # --------------------------------------------------------------------------- ranges and enums (check_config)
 RANGE_AND_ENUM_CASES = [
-    (["curate.dedup.threshold=1.5"], ["curate.dedup.threshold=1.5 is outside (0, 1]", "e.g. curate.dedup.threshold=0.8"]),
-    (["curate.decontaminate.threshold=0"], ["curate.decontaminate.threshold=0.0 is outside (0, 1]"]),
+    (["curate.steps.dedup.threshold=1.5"], ["curate.steps.dedup.threshold=1.5 is outside (0, 1]", "e.g. curate.steps.dedup.threshold=0.8"]),
+    (["curate.steps.decontaminate.threshold=0"], ["curate.steps.decontaminate.threshold=0.0 is outside (0, 1]"]),
     (["merge=weighted_ties", "merge.recipe.density=1.5"], ["needs density in (0, 1]", "got 1.5", "merge.recipe.density=0.5"]),
     (["data.sources.open_platypus_rebuild.fraction=1.5"],
      ["data.sources.open_platypus_rebuild.fraction=1.5 is outside (0, 1]", "or null to keep every row"]),
     (["curate.on_bad_row=ignore"], ["curate.on_bad_row='ignore' is not known; use one of error, skip"]),
-    (["curate.dedup.keep=last"], ["curate.dedup.keep='last' is not known; use one of first, longest"]),
-    (["curate.decontaminate.policy=some"], ["curate.decontaminate.policy='some' is not known; use one of all, nearest_only"]),
+    (["curate.steps.dedup.keep=last"], ["curate.steps.dedup.keep='last' is not known; use one of first, longest"]),
+    (["curate.steps.decontaminate.policy=some"], ["curate.steps.decontaminate.policy='some' is not known; use one of all, nearest_only"]),
     (["train.template=vicuna"], ["train.template='vicuna' is not a known template; use one of", "alpaca", "chat"]),
     (["train.precision=fp64"], ["train.precision='fp64': use auto, fp32, bf16"]),
     (["train.resume=maybe"], ["train.resume='maybe': use auto", "or never"]),
@@ -201,6 +201,8 @@ RANGE_AND_ENUM_CASES = [
     (["model.quantization=3bit"], ["model.quantization='3bit': use one of none, 4bit, 8bit"]),
     (["eval.batch_size=abc"], ["eval.batch_size='abc': use a positive integer, or 'auto'"]),
     (["eval.dtype=fp8"], ["eval.dtype='fp8': use auto, bfloat16, float16, float32"]),
+    (["eval.backend.model=tgi"], ["eval.backend.model='tgi': lm-eval has no model class by that name", "hf-prefix"]),
+    (["+eval.backend.kv_cache=2"], ["eval.backend.kv_cache: PrefixBackend has no such parameter", "model, model_args"]),
     (["eval.batch_size=0"], ["eval.batch_size='0': use a positive integer, or 'auto'"]),
     (["benchmarks.source=web"], ["benchmarks.source='web': use one of bundled, hub"]),
     (["+logger.api_key=abc"], ["logger.api_key: WandbTracker has no such parameter. It takes: project, mode"]),

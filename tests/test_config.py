@@ -106,7 +106,7 @@ def test_platypus2_70b_compares_with_its_own_leaderboard_numbers():
     assert published.average == 70.06 and "f378a4f" in published.note
 
 
-@pytest.mark.parametrize("override", ["lora.rr=8", "curate.dedup.treshold=0.7", "train.learning_rate=fast", "bogus=1"])
+@pytest.mark.parametrize("override", ["lora.rr=8", "curate.steps.dedup.treshold=0.7", "train.learning_rate=fast", "bogus=1"])
 def test_typos_fail_at_composition(override):
     with pytest.raises(ConfigCompositionException):
         compose_with(override)

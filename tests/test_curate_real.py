@@ -65,7 +65,7 @@ def test_blocked_dedup_equals_paper_loop_on_real_embeddings(real_data):
 
 def test_run_curate_leaves_no_contaminated_row(real_data, tmp_path):
     rows, questions, row_emb, question_emb = real_data
-    cfg = OmegaConf.structured(CurateConfig(name="test"))
+    cfg = OmegaConf.merge(OmegaConf.structured(CurateConfig), OmegaConf.load(conf_dir() / "curate" / "paper.yaml"))
     metrics = run_curate(cfg, rows, questions, tmp_path / "out", tmp_path / "cache")
     assert metrics["removed_contamination"] >= 2 and metrics["removed_semantic"] >= 1
     kept = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -73,8 +73,8 @@ def test_run_curate_leaves_no_contaminated_row(real_data, tmp_path):
     index = {json.dumps(r, sort_keys=True): i for i, r in enumerate(rows)}
     kept_emb = row_emb[[index[json.dumps(r, sort_keys=True)] for r in kept]]
     for emb in question_emb.values():
-        assert (kept_emb @ emb.T).max() < cfg.decontaminate.threshold
-    assert (kept_emb @ kept_emb.T - 2 * np.eye(len(kept))).max() < cfg.dedup.threshold
+        assert (kept_emb @ emb.T).max() < cfg.steps.decontaminate.threshold
+    assert (kept_emb @ kept_emb.T - 2 * np.eye(len(kept))).max() < cfg.steps.dedup.threshold
     for name in ("report.json", "removed.csv", "similarity_hist.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from platypus.config import CurateConfig
+from platypus.config import CurateConfig, conf_dir
 from platypus.stages.curate import run_curate
 from platypus.stages.curate.decontaminate import decontaminate, ngram_contamination
 from platypus.stages.curate.exact import exact_dedup
@@ -57,14 +57,14 @@ def test_exact_dedup_keeps_longest_output_at_first_position():
 
 # --------------------------------------------------------------------------- semantic
 def test_exact_dedup_with_the_authors_key_keeps_whitespace_variants():
-    """curate.exact_dedup.normalise_whitespace=false: merged_largest_keep.py's f"{instruction}-{input}" key, as is."""
+    """curate.steps.exact_dedup.normalise_whitespace=false: merged_largest_keep.py's f"{instruction}-{input}" key, as is."""
     rows = [{"instruction": "Add 1 and 2.", "input": "", "output": "3"},
             {"instruction": "Add  1 and 2. ", "input": "", "output": "It is 3"},
             {"instruction": "Add 1 and 2.", "input": "", "output": "3, because 1 + 2 = 3"}]
     assert exact_dedup(rows).kept == [2] and exact_dedup(rows).removed == {0: 2, 1: 2}
     authors = exact_dedup(rows, normalise_whitespace=False)
     assert authors.kept == [2, 1] and authors.removed == {0: 2}
-    assert compose_config("curate=notebook").curate.exact_dedup.normalise_whitespace is False
+    assert compose_config("curate=notebook").curate.steps.exact_dedup.normalise_whitespace is False
 
 
 def test_semantic_dedup_known_angles_first_and_longest():
@@ -190,8 +190,11 @@ def test_ngram_detector():
 
 
 # --------------------------------------------------------------------------- run_curate
-def curate_cfg(**overrides) -> OmegaConf:
-    cfg = OmegaConf.structured(CurateConfig(name="test"))
+def curate_cfg(*removed: str, **overrides) -> OmegaConf:
+    """curate=paper, without the steps ``removed``, with ``overrides`` (keys under curate)."""
+    cfg = OmegaConf.merge(OmegaConf.structured(CurateConfig), OmegaConf.load(conf_dir() / "curate" / "paper.yaml"))
+    for name in removed:
+        del cfg.steps[name]
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value)
     return cfg
@@ -202,9 +205,9 @@ def test_run_curate_off_passes_rows_through_without_a_model(tmp_path, monkeypatc
 
     monkeypatch.setattr(embed.Embedder, "_embed", lambda *a: pytest.fail("no embedding expected"))
     rows = [row("a", "1"), row("a", "22"), row("b", "3", source="t")]
-    cfg = curate_cfg(**{"dedup.enabled": False, "decontaminate.enabled": False, "exact_dedup.enabled": False})
+    cfg = curate_cfg("exact_dedup", "dedup", "decontaminate")
     metrics = run_curate(cfg, rows, {}, tmp_path / "out", tmp_path / "cache")
-    assert metrics["kept"] == 3 and metrics["removed_exact"] == 0
+    assert metrics["kept"] == 3 and not any(name.startswith("removed_") for name in metrics)
     lines = (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(x) for x in lines] == rows
     assert (tmp_path / "out" / "similarity_hist.png").stat().st_size > 0
@@ -232,7 +235,7 @@ def test_run_curate_with_fake_embeddings(tmp_path, monkeypatch):
         row("almost leaked", "w"),
     ]
     bench = {"bench": ["Test question?"]}
-    cfg = curate_cfg(**{"decontaminate.benchmarks": ["bench"]})
+    cfg = curate_cfg(benchmarks=["bench"])
     metrics = run_curate(cfg, rows, bench, tmp_path / "out", tmp_path / "cache")
     assert metrics["rows_in"] == 6 and metrics["kept"] == 2
     assert metrics["removed_exact"] == 1 and metrics["removed_semantic"] == 1
@@ -250,17 +253,20 @@ def test_run_curate_with_fake_embeddings(tmp_path, monkeypatch):
     assert report["steps"][2]["per_source"]["t"] == {"in": 1, "out": 0}
     # A second run with another threshold reuses the cache: nothing is embedded again.
     embedded = sum(calls)
-    run_curate(curate_cfg(**{"dedup.threshold": 0.5}), rows, bench, tmp_path / "out2", tmp_path / "cache")
+    run_curate(curate_cfg(**{"steps.dedup.threshold": 0.5}), rows, bench, tmp_path / "out2", tmp_path / "cache")
     assert sum(calls) == embedded
 
 
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("dedup.threshold", 1.5, "curate.dedup.threshold=1.5 is outside (0, 1]"),
-        ("decontaminate.threshold", 0.0, "curate.decontaminate.threshold=0.0 is outside (0, 1]"),
-        ("dedup.keep", "shortest", "curate.dedup.keep='shortest'"),
-        ("decontaminate.policy", "some", "curate.decontaminate.policy='some'"),
+        ("steps.dedup.threshold", 1.5, "curate.steps.dedup.threshold=1.5 is outside (0, 1]"),
+        ("steps.decontaminate.threshold", 0.0, "curate.steps.decontaminate.threshold=0.0 is outside (0, 1]"),
+        ("steps.dedup.keep", "shortest", "curate.steps.dedup.keep='shortest'"),
+        ("steps.decontaminate.policy", "some", "curate.steps.decontaminate.policy='some'"),
+        ("steps.dedup.treshold", 0.7, "curate.steps.dedup.treshold: SemanticDedup has no such parameter. Did you mean "
+                                      "curate.steps.dedup.threshold?"),
+        ("steps.dedup._target_", "platypus.stages.curate.exact.ExactResult", "curate.steps.dedup._target_="),
     ],
 )
 def test_run_curate_rejects_bad_settings(tmp_path, key, value, message):
@@ -279,7 +285,7 @@ def test_run_curate_ngram_detector_removes_what_embeddings_miss(tmp_path, monkey
     monkeypatch.setattr(embed.Embedder, "_embed", fake_embed)
     monkeypatch.setattr(embed, "resolve_model", lambda model_id: model_id)
     rows = [row("Prove that alpha beta gamma delta holds", "ok"), row("unrelated", "ok")]
-    cfg = curate_cfg(**{"dedup.enabled": False, "decontaminate.ngram": 4})
+    cfg = curate_cfg("dedup", **{"steps.decontaminate.ngram": 4})
     metrics = run_curate(cfg, rows, {"b": ["Does alpha beta gamma delta hold?"]}, tmp_path / "out", tmp_path / "cache")
     assert metrics["contamination_b"] == 0 and metrics["contamination_ngram"] == 1
     assert metrics["removed_ngram_only"] == 1 and metrics["removed_contamination"] == 1 and metrics["kept"] == 1
@@ -288,7 +294,7 @@ def test_run_curate_ngram_detector_removes_what_embeddings_miss(tmp_path, monkey
 
 
 def test_ngram_only_preset_runs_its_steps_in_its_order_without_an_embedding_model(tmp_path, monkeypatch):
-    """curate=ngram_only (a step module + a YAML listing the steps): exact dedup, then the 13-gram filter."""
+    """curate=ngram_only (a YAML listing two steps): exact dedup, then the 13-gram filter."""
     import platypus.stages.curate.embed as embed
     from tests.helpers import compose_config as config
 

@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory, smollm2_dir) -> Path:
     command = [
         sys.executable, "run.py", f"hydra.run.dir={folder}", "debug=fast", "logger=wandb", "stage_cache=null",  # compute every stage
         "data.sample=48", "train.max_steps=2", "train.save_steps=1",
-        "curate.decontaminate.benchmarks=[arc_challenge,truthfulqa_mc2]",
+        "curate.benchmarks=[arc_challenge,truthfulqa_mc2]",
         "eval.limit=2", "eval.tasks.mmlu.limit=1", "eval.tasks.arc_challenge.num_fewshot=5",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}

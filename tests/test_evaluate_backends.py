@@ -51,29 +51,49 @@ def test_adapter_through_peft_equals_its_folded_model(tmp_path, tiny_model_dir, 
 
 
 def test_vllm_backend_is_refused_clearly_without_it(tiny_model_dir):
-    cfg = config("logger=none", "eval.backend=vllm")
-    with pytest.raises(PlatypusError, match="eval.backend=vllm needs"):
+    cfg = config("logger=none", "eval/backend=vllm")
+    with pytest.raises(PlatypusError, match="eval/backend=vllm needs"):
         backends.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
-    cfg = config("logger=none", "eval.backend=tgi")
-    with pytest.raises(PlatypusError, match=r"eval.backend='tgi': use one of \['prefix', 'hf', 'vllm'\]"):
+    cfg = config("logger=none", "eval/backend=hf", "eval.backend.model=tgi")
+    with pytest.raises(PlatypusError, match=r"eval.backend.model='tgi': lm-eval has no model class by that name\. "
+                                            r"Registered: .*hf-prefix"):
         backends.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
+    cfg = config("logger=none", "+eval.backend.kv_cache=2")
+    with pytest.raises(PlatypusError, match="eval.backend.kv_cache: PrefixBackend has no such parameter"):
+        backends.load_lm(EvalModel("x", str(tiny_model_dir)), "float32", cfg.eval)
+
+
+def test_eval_backend_group_names_lm_eval_classes():
+    """Each shipped option is a Backend naming an lm-eval registry name; any registered class is reachable."""
+    from lm_eval.models.huggingface import HFLM
+
+    from platypus.stages.evaluate.prefix import PrefixLM
+
+    expected = {"prefix": (backends.PrefixBackend, PrefixLM), "hf": (backends.Backend, HFLM)}
+    for option, (cls, lm_cls) in expected.items():
+        backend = backends.eval_backend(config("logger=none", f"eval/backend={option}").eval)
+        assert type(backend) is cls and backend.lm_class() is lm_cls
+    vllm = backends.eval_backend(config("logger=none", "eval/backend=vllm").eval)
+    assert type(vllm) is backends.VllmBackend and vllm.model == "vllm"
+    assert backends.eval_backend(config("logger=none").eval).key() == {"model": "hf-prefix"}  # the presets' default
+    dummy = backends.eval_backend(config("logger=none", "eval/backend=hf", "eval.backend.model=dummy").eval)
+    assert dummy.lm_class().__name__ == "DummyLM"
 
 
 def test_vllm_backend_passes_model_and_adapter_through(monkeypatch, tiny_model_dir, adapter_and_folded):
     """With vLLM present (stubbed here), lm-eval's VLLM class gets the model, dtype, batch and LoRA adapter."""
     import importlib.util
-    import sys
     import types
 
     seen = {}
     module = types.ModuleType("lm_eval.models.vllm_causallms")
     module.VLLM = lambda **kwargs: seen.update(kwargs) or "lm"
-    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", module)
+    monkeypatch.setattr(backends.VllmBackend, "lm_class", lambda self: module.VLLM)  # lm-eval's "vllm"
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     adapter, _ = adapter_and_folded
-    cfg = config("logger=none", "eval.backend=vllm", "eval.batch_size=auto")
+    cfg = config("logger=none", "eval/backend=vllm", "eval.batch_size=auto")
     assert backends.load_lm(EvalModel("a", str(tiny_model_dir), peft=str(adapter)), "bfloat16", cfg.eval) == "lm"
     assert seen == {"pretrained": str(tiny_model_dir), "dtype": "bfloat16", "batch_size": "auto",
                     "lora_local_path": str(adapter), "max_lora_rank": 16, "add_bos_token": False,
@@ -123,7 +143,7 @@ def test_auto_batch_size_is_one_on_cpu_and_lm_evals_search_on_cuda():
     assert backends.resolve_batch_size({"batch_size": "auto", "device": "cpu"}) == 1
     assert backends.resolve_batch_size({"batch_size": "auto", "device": "cuda:0"}) == "auto"
     assert backends.resolve_batch_size({"batch_size": "auto:4", "device": "cuda"}) == "auto:4"
-    assert backends.resolve_batch_size({"batch_size": "auto", "device": "cpu", "backend": "vllm"}) == "auto"
+    assert backends.resolve_batch_size({"batch_size": "auto", "device": "cpu", "backend": backends.VllmBackend()}) == "auto"
     assert backends.resolve_batch_size({"batch_size": "8", "device": "cpu"}) == 8
     with pytest.raises(PlatypusError, match="eval.batch_size='-2'"):
         backends.resolve_batch_size({"batch_size": "-2", "device": "cpu"})

@@ -1,7 +1,7 @@
 """Our evaluate_models gives lm-eval's own CLI numbers, and a rerun reuses finished tasks.
 
-Twice: ``eval.backend=hf`` against ``lm_eval --model hf`` (lm-eval's HFLM on both sides), and
-``eval.backend=prefix`` (the shared-prefix scorer, the default) against ``python -m platypus.lm_eval --model
+Twice: ``eval/backend=hf`` against ``lm_eval --model hf`` (lm-eval's HFLM on both sides), and
+``eval/backend=prefix`` (the shared-prefix scorer, the default) against ``python -m platypus.lm_eval --model
 hf-prefix`` (lm-eval's CLI with our model class registered): the same numbers as our stage, exactly.
 
 The CLI also indexes lm-eval's built-in tasks; lm-eval lets ``--include_path`` tasks override
@@ -47,7 +47,7 @@ def compose_cfg(*overrides: str, backend: str = "hf"):
         "eval.tasks.arc_challenge.num_fewshot=2",
         "eval.tasks.hellaswag.num_fewshot=2",
         "eval.tasks.mmlu.num_fewshot=2",
-        f"eval.backend={backend}",
+        f"eval/backend={backend}",
         *overrides,
     )
 
@@ -108,7 +108,7 @@ def test_outputs_written(runs):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())["tiny"]
     assert results["settings"]["batch_size"] == BATCH and results["settings"]["dtype"] == "float32"
-    assert results["settings"]["backend"] == runs["backend"]
+    assert results["settings"]["backend"] == {"model": {"hf": "hf", "prefix": "hf-prefix"}[runs["backend"]]}
     assert "validation split" in results["settings"]["tasks"]["hellaswag"]["note"]
     assert results["tasks"]["mmlu"]["n-samples"]["mmlu_anatomy"]["effective"] == LIMIT
     assert "### mmlu per category" in runs["ours"]["table"]

@@ -69,12 +69,14 @@ def instances(tmp_path_factory, cache_dir):
         built += task.instances
     return built
 
+CLASSES = {"prefix": "PrefixBackend", "hf": "Backend"}
+
 
 def scored_ids(folder, eval_cfg, instances, backend: str) -> list[tuple]:
     """What the backend is asked to score for those requests: ((context, answer), context ids, answer ids). The
     model is not run (scoring the ids is the scorer tests' subject)."""
     with open_dict(eval_cfg):
-        eval_cfg.backend = backend
+        eval_cfg.backend = {"_target_": f"platypus.stages.evaluate.backends.{CLASSES[backend]}"}
     lm = load_lm(EvalModel("m", str(folder)), "float32", OmegaConf.to_container(eval_cfg))
     seen = []
 

@@ -36,11 +36,9 @@ def cuda(monkeypatch):
 
 # --------------------------------------------------------------------------- 1: evaluation device
 def test_gpu_preset_evaluates_on_cuda_when_cuda_is_there(cuda, monkeypatch, tiny_model_dir):
-    import platypus.stages.evaluate.prefix as prefix
-
     cuda()
     seen = {}
-    monkeypatch.setattr(prefix, "PrefixLM", lambda **kwargs: seen.update(kwargs) or "lm")
+    monkeypatch.setattr(backends.Backend, "lm_class", lambda self: lambda **kwargs: seen.update(kwargs) or "lm")
     cfg = compose_config("experiment=platypus2_13b", "logger=none")
     backends.load_lm(EvalModel("m", str(tiny_model_dir)), "float16", cfg.eval)
     assert seen["device"] == "cuda"
@@ -119,7 +117,7 @@ def fake_vllm(monkeypatch):
     seen = {}
     module = types.ModuleType("lm_eval.models.vllm_causallms")
     module.VLLM = type("VLLM", (), {"__init__": lambda self, **kwargs: seen.update(kwargs)})
-    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", module)
+    monkeypatch.setattr(backends.VllmBackend, "lm_class", lambda self: module.VLLM)  # lm-eval's "vllm"
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
     return seen
@@ -127,10 +125,10 @@ def fake_vllm(monkeypatch):
 
 def test_parallelize_reaches_vllm_as_tensor_parallelism(cuda, fake_vllm, tiny_model_dir):
     cuda(n=4)
-    cfg = compose_config("logger=none", "eval.backend=vllm", "eval.parallelize=true")
+    cfg = compose_config("logger=none", "eval/backend=vllm", "eval.parallelize=true")
     backends.load_lm(EvalModel("a", str(tiny_model_dir)), "float16", cfg.eval)
     assert fake_vllm["tensor_parallel_size"] == 4
-    cfg = compose_config("logger=none", "eval.backend=vllm")
+    cfg = compose_config("logger=none", "eval/backend=vllm")
     backends.load_lm(EvalModel("a", str(tiny_model_dir)), "float16", cfg.eval)
     assert fake_vllm["tensor_parallel_size"] == 1
 
@@ -301,10 +299,8 @@ def test_v1_sums_in_the_models_dtype_as_hflm_does():
 
 
 def test_logprob_sum_reaches_the_prefix_scorer(monkeypatch, tiny_model_dir):
-    import platypus.stages.evaluate.prefix as prefix
-
     seen = {}
-    monkeypatch.setattr(prefix, "PrefixLM", lambda **kwargs: seen.update(kwargs) or "lm")
+    monkeypatch.setattr(backends.Backend, "lm_class", lambda self: lambda **kwargs: seen.update(kwargs) or "lm")
     cfg = compose_config("eval=leaderboard_v1", "logger=none")
     backends.load_lm(EvalModel("m", str(tiny_model_dir)), "float16", cfg.eval)
     assert seen["logprob_sum"] == "model_dtype"

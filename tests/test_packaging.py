@@ -99,7 +99,7 @@ def test_python_dash_m_is_the_same_app(installed, tmp_path):
 
 def test_curate_runs_from_outside_the_checkout(installed, tmp_path):
     done = platypus(installed, tmp_path, "stages=[curate]", "data.sample=50", "logger=none", "stage_cache=null",
-                    "curate.decontaminate.benchmarks=[truthfulqa_mc2]", "hydra.run.dir=run")
+                    "curate.benchmarks=[truthfulqa_mc2]", "hydra.run.dir=run")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = (tmp_path / "run" / "curate" / "train.jsonl").read_text().splitlines()
     assert 0 < len(rows) <= 50 and (tmp_path / "run" / "run.log").is_file()

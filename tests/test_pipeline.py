@@ -12,7 +12,7 @@ from platypus.stages.evaluate.stage import evaluated_models
 from tests.helpers import compose_config
 
 # stage_cache=null: these tests are about one run folder (the cross-run cache: tests/test_sweep.py)
-SMALL_CURATE = ["logger=none", "stage_cache=null", "data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
+SMALL_CURATE = ["logger=none", "stage_cache=null", "data.sample=20", "curate.benchmarks=[truthfulqa_mc2]"]
 
 
 config = compose_config
@@ -36,7 +36,7 @@ def test_finished_stage_is_reused_and_never_overwritten(tmp_path):
     run_pipeline(config("stages=[curate]", *SMALL_CURATE), tmp_path)  # same config: reused
     assert json.loads((tmp_path / "curate" / "manifest.json").read_text()) == first
 
-    changed = config("stages=[curate]", *SMALL_CURATE, "curate.dedup.threshold=0.7")
+    changed = config("stages=[curate]", *SMALL_CURATE, "curate.steps.dedup.threshold=0.7")
     with pytest.raises(PlatypusError, match="different config"):
         run_pipeline(changed, tmp_path)
     assert (tmp_path / "curate" / "train.jsonl").read_bytes() == kept

@@ -20,7 +20,7 @@ def test_same_config_and_seed_curate_byte_identical_sets(tmp_path):
     for name in ("a", "b"):
         cfg = config(
             "stages=[curate]", "logger=none", "stage_cache=null", f"cache_dir={tmp_path / name / 'cache'}",
-            "data.sample=50", "curate.decontaminate.benchmarks=[truthfulqa_mc2]", "seed=7",
+            "data.sample=50", "curate.benchmarks=[truthfulqa_mc2]", "seed=7",
         )
         run_pipeline(cfg, tmp_path / name / "run")
         manifest = json.loads((tmp_path / name / "run" / "curate" / "manifest.json").read_text())
@@ -32,7 +32,7 @@ def test_same_config_and_seed_curate_byte_identical_sets(tmp_path):
     assert 0 < len(kept) <= 50
 
     other = config("stages=[curate]", "logger=none", "stage_cache=null", f"cache_dir={tmp_path / 'c' / 'cache'}",
-                   "data.sample=50", "curate.decontaminate.benchmarks=[truthfulqa_mc2]", "seed=8")
+                   "data.sample=50", "curate.benchmarks=[truthfulqa_mc2]", "seed=8")
     run_pipeline(other, tmp_path / "c" / "run")
     assert (tmp_path / "c" / "run" / "curate" / "train.jsonl").read_bytes() != outputs["a"]["train.jsonl"], \
         "another seed samples other rows: the comparison above is not vacuous"

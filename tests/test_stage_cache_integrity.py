@@ -27,7 +27,7 @@ from tests.helpers import compose_config
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
        "TOKENIZERS_PARALLELISM": "false"}
-SMALL_CURATE = ["stages=[curate]", "logger=none", "data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
+SMALL_CURATE = ["stages=[curate]", "logger=none", "data.sample=20", "curate.benchmarks=[truthfulqa_mc2]"]
 
 
 def curate(run: Path, cache: Path, *overrides: str) -> dict:
@@ -122,7 +122,7 @@ def test_an_evaluation_result_that_changed_is_moved_aside(tmp_path):
 def test_cache_command_lists_verifies_and_collects(tmp_path, capsys):
     cache = tmp_path / "cache"
     kept = curate(tmp_path / "a", cache)
-    gone = curate(tmp_path / "b", cache, "curate.dedup.threshold=0.7")
+    gone = curate(tmp_path / "b", cache, "curate.steps.dedup.threshold=0.7")
     shutil.rmtree(tmp_path / "b")  # run folder b deleted (read-only files go with it): its entry is unused now
     at = f"stage_cache={cache}"
 
@@ -172,7 +172,7 @@ def test_gc_refuses_a_negative_size_or_age_before_touching_anything(flag, tmp_pa
 
 def test_the_size_budget_trims_unused_entries_after_a_run(tmp_path):
     cache = tmp_path / "cache"
-    old = curate(tmp_path / "a", cache, "curate.dedup.threshold=0.7")
+    old = curate(tmp_path / "a", cache, "curate.steps.dedup.threshold=0.7")
     shutil.rmtree(tmp_path / "a")
     new = curate(tmp_path / "b", cache, "stage_cache_max_gb=0.000001")
     assert not (cache / "curate" / old["key"]).exists()  # unused by any run folder: trimmed

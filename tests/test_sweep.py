@@ -23,7 +23,7 @@ from tests.helpers import compose_config, hand_made_run
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-SMALL_CURATE = ["data.sample=20", "curate.decontaminate.benchmarks=[truthfulqa_mc2]"]
+SMALL_CURATE = ["data.sample=20", "curate.benchmarks=[truthfulqa_mc2]"]
 SMALL_EVAL = ["~eval.tasks.arc_challenge", "~eval.tasks.hellaswag", "~eval.tasks.mmlu"]
 
 
@@ -161,7 +161,7 @@ def test_a_second_run_reuses_the_cached_stage_and_says_so(tmp_path):
 
     # another config: computed, next to the first entry
     run_pipeline(config("stages=[curate]", "logger=none", *SMALL_CURATE, f"stage_cache={cache}",
-                        "curate.dedup.threshold=0.7"), tmp_path / "c")
+                        "curate.steps.dedup.threshold=0.7"), tmp_path / "c")
     assert not json.loads((tmp_path / "c/curate/manifest.json").read_text()).get("reused")
     assert len([p for p in (cache / "curate").iterdir() if not p.name.startswith(".")]) == 2  # (.<key>.lock files)
 
@@ -199,7 +199,7 @@ def test_curate_key_follows_the_content_of_a_local_source(tmp_path):
     assert set(before["benchmark_questions"]) == {"arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"}
     data.write_text('{"instruction": "a", "output": "c"}\n')
     assert curate_inputs(cfg)["sources"]["mine"]["sha256"] != before["sources"]["mine"]["sha256"]
-    hub = curate_inputs(config("data=open_platypus", "curate.decontaminate.enabled=false"))
+    hub = curate_inputs(config("data=open_platypus", "~curate.steps.decontaminate"))
     assert hub == {"sources": {"open_platypus": {"hub_id": "garage-bAInd/Open-Platypus", "split": "train"}},
                    "benchmark_questions": {}}
 
@@ -223,8 +223,8 @@ def test_parallel_store_of_one_key_keeps_the_first(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- report on hand-made runs
 def test_report_on_hand_made_run_folders(tmp_path, capsys):
     sweep = tmp_path / "multirun/2026-11-22/08-00-00"
-    hand_made_run(sweep / "0", ["curate.dedup.threshold=0.7", "train.max_steps=3"], 90, 1.5, {"base": 0.30, "merged": 0.32})
-    hand_made_run(sweep / "1", ["curate.dedup.threshold=0.8", "train.max_steps=3"], 95, 1.4, {"base": 0.30, "merged": 0.35},
+    hand_made_run(sweep / "0", ["curate.steps.dedup.threshold=0.7", "train.max_steps=3"], 90, 1.5, {"base": 0.30, "merged": 0.32})
+    hand_made_run(sweep / "1", ["curate.steps.dedup.threshold=0.8", "train.max_steps=3"], 95, 1.4, {"base": 0.30, "merged": 0.35},
          reused=("curate",))
     (sweep / "10").mkdir()  # a job that failed before Hydra wrote anything: not a run
     (sweep / "multirun.yaml").write_text("{}\n")
@@ -233,8 +233,8 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
     assert "| job | swept |" in capsys.readouterr().out
     with open(sweep / "summary.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["swept"] for r in rows] == ["curate.dedup.threshold=0.7", "curate.dedup.threshold=0.8"]
-    assert rows[0]["overrides"] == "curate.dedup.threshold=0.7 train.max_steps=3"
+    assert [r["swept"] for r in rows] == ["curate.steps.dedup.threshold=0.7", "curate.steps.dedup.threshold=0.8"]
+    assert rows[0]["overrides"] == "curate.steps.dedup.threshold=0.7 train.max_steps=3"
     assert [r["curate_kept"] for r in rows] == ["90", "95"] and rows[1]["curate_removed"] == "5"
     assert [float(r["merged/leaderboard_avg"]) for r in rows] == [0.32, 0.35]
     assert float(rows[1]["base/truthfulqa_mc2/mc2"]) == 0.15
@@ -244,7 +244,7 @@ def test_report_on_hand_made_run_folders(tmp_path, capsys):
     header = list(rows[0])
     assert header.index("base/arc_challenge/acc_norm") < header.index("base/leaderboard_avg") < header.index("merged/arc_challenge/acc_norm")
     md = (sweep / "summary.md").read_text()
-    assert md.count("\n") == 4 and "| 1 | curate.dedup.threshold=0.8 | 95 | 5 |" in md and "0.3500" in md
+    assert md.count("\n") == 4 and "| 1 | curate.steps.dedup.threshold=0.8 | 95 | 5 |" in md and "0.3500" in md
     assert (sweep / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
     # several folders -> --out is required; run folders given directly are rows too
@@ -269,7 +269,7 @@ def test_report_module_entry_point(tmp_path):
 # --------------------------------------------------------------------------- presets
 @pytest.mark.parametrize("preset,key,values", [
     ("lora_targets", "lora", "platypus,attention,all_linear"),
-    ("dedup_threshold", "curate.dedup.threshold", "0.7,0.8,0.9"),
+    ("dedup_threshold", "curate.steps.dedup.threshold", "0.7,0.8,0.9"),
     ("merge_methods", "merge", "into_base,none"),
 ])
 def test_sweep_presets_compose_with_the_schema(preset, key, values):

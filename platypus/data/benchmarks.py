@@ -17,7 +17,7 @@ def load_benchmark_questions(benchmarks_cfg: Any, names: list[str]) -> dict[str,
     for name in names:
         if name not in benchmarks_cfg.sets:
             raise PlatypusError(
-                f"Benchmark '{name}' (curate.decontaminate.benchmarks) is not defined in benchmarks.sets; "
+                f"Benchmark '{name}' (curate.benchmarks) is not defined in benchmarks.sets; "
                 f"valid names: {', '.join(sorted(benchmarks_cfg.sets))}."
             )
         bench = benchmarks_cfg.sets[name]

@@ -7,12 +7,17 @@ from omegaconf import DictConfig
 
 from platypus.stages.base import Artifact, Artifacts, Stage
 
-__all__ = ["Artifact", "Artifacts", "Stage", "get", "known"]
+__all__ = ["Artifact", "Artifacts", "Stage", "get", "known", "made_in_run"]
 
 
 def known(cfg: DictConfig) -> list[str]:
     """Every stage the config defines, in run order."""
     return list(cfg.stage_classes)
+
+
+def made_in_run(cfg: DictConfig, artifact: Artifact) -> bool:
+    """Whether a stage this run executes produces ``artifact`` (else it must come from the config)."""
+    return any(artifact in get(cfg, name).produces for name in cfg.stages)
 
 
 def get(cfg: DictConfig, name: str) -> Stage:

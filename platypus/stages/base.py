@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
+from platypus.fields import Role
 from platypus.planning import ModelFacts, StagePlan
 
 
@@ -23,9 +24,9 @@ class Artifact(str, Enum):
     """What one stage hands the next (the files are named in each stage's ``produces``)."""
 
     dataset = "dataset"  # curate -> train: the curated JSONL
-    adapter = "adapter"  # train -> merge, evaluate: a PEFT adapter folder
-    merged = "merged"  # merge -> evaluate: a model folder
-    target = "target"  # merge -> evaluate: the model folded into, when not the base (a folder or hub id)
+    adapter = Role.adapter.value  # train -> merge, evaluate: a PEFT adapter folder
+    merged = Role.merged.value  # merge -> evaluate: a model folder
+    target = Role.target.value  # merge -> evaluate: the model folded into, when not the base (a folder or hub id)
 
 
 Artifacts = dict  # Artifact -> Path (a hub id, as a string, for a target not on disk)
@@ -36,7 +37,8 @@ class Stage:
     """A stage: a dataclass (its fields, if any, are set in its ``stage_classes`` node) named by ``_target_``."""
 
     sections: ClassVar[tuple[str, ...]]  # the config sections the stage's result depends on (part of its key)
-    produces: ClassVar[dict[Artifact, str]] = {}  # artifact -> its path inside the finished stage folder
+    produces: ClassVar[dict[Artifact, str]] = {}
+    distributed: ClassVar[bool] = False  # runs under a multi-process launcher (accelerate, torchrun)  # artifact -> its path inside the finished stage folder
 
     def check(self, cfg: DictConfig) -> None:
         """What the stage can check before any stage works: its settings and the inputs its config names."""

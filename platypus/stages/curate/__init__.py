@@ -1,8 +1,8 @@
 """The curate stage's work: the steps of ``curate.steps`` in order, then the audit files.
 
-Each step is a module of ``platypus/stages/curate/steps/`` (usable alone: the algorithms live in
-exact.py, semantic.py, decontaminate.py); ``run_curate`` checks the config, runs the enabled steps in the
-configured order, embeds only when a step needs it, and writes train.jsonl, removed.csv, report.json and
+Each step is a :class:`~platypus.stages.curate.steps.Step` named by ``_target_`` in ``curate.steps`` (the
+algorithms live in exact.py, semantic.py, decontaminate.py, usable alone); ``run_curate`` checks the config,
+builds the listed steps and runs them in the configured order, embeds only when a step needs it, and writes train.jsonl, removed.csv, report.json and
 similarity_hist.png.
 """
 
@@ -25,24 +25,26 @@ __all__ = ["check", "needs_questions", "run_curate"]
 def check(cfg: Any) -> None:
     """The curate settings (choices and ranges of the schema, known step names), before any work starts."""
     validate(cfg, CurateConfig, "curate.")
-    for name in cfg.steps:
-        curate_steps.get(name)
+    curate_steps.build_all(cfg)
 
 
 def needs_questions(cfg: Any) -> bool:
-    """Some enabled step compares rows with the benchmarks' test questions."""
-    return any(getattr(curate_steps.get(n), "NEEDS_QUESTIONS", False) and curate_steps.enabled(cfg, n) for n in cfg.steps)
+    """Some listed step compares rows with the benchmarks' test questions."""
+    return any(step.needs_questions for step in curate_steps.build_all(cfg))
 
 
 def run_curate(
     cfg: Any, rows: list[dict], benchmark_questions: dict[str, list[str]], out_dir: Path, cache_dir: Path
 ) -> dict:
     """Curate ``rows``; write report.json, removed.csv, similarity_hist.png, train.jsonl; return metrics."""
-    check(cfg)
-    if needs_questions(cfg) and not any(benchmark_questions.values()):
+    validate(cfg, CurateConfig, "curate.")
+    steps = curate_steps.build_all(cfg)
+    if any(step.needs_questions for step in steps) and not any(benchmark_questions.values()):
+        named = [name for name, step in zip(cfg.steps, steps) if step.needs_questions]
         raise PlatypusError(
-            "curate.decontaminate.enabled is true but no benchmark test questions were given "
-            "(curate.decontaminate.benchmarks is empty?); list benchmarks or set curate.decontaminate.enabled=false."
+            f"curate.steps {named} compare the rows with benchmark test questions, but none were given "
+            f"(curate.benchmarks is empty?); list benchmarks in curate.benchmarks or remove the step "
+            f"(~curate.steps.{named[0]})."
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -50,11 +52,9 @@ def run_curate(
     emb = cfg.embedding
     state = curate_steps.State(cfg, rows, benchmark_questions,
                                lambda: Embedder(emb.model, Path(cache_dir), emb.batch_size, emb.device, emb.processes))
-    for name in cfg.steps:
-        module = curate_steps.get(name)
-        state.metrics.setdefault(module.METRIC, 0)
-        if curate_steps.enabled(cfg, name):
-            module.run(state)
+    for step in steps:
+        state.metrics.setdefault(step.metric, 0)
+        step.run(state)
     kept_rows = [rows[i] for i in state.current]
     state.timings["total"] = time.perf_counter() - started
     report = {"rows_in": len(rows), "kept": len(kept_rows), "steps": state.steps, **state.settings,
@@ -62,8 +62,7 @@ def run_curate(
     write_train_jsonl(out_dir / "train.jsonl", kept_rows)
     write_removed_csv(out_dir / "removed.csv", state.removed)
     write_report(out_dir / "report.json", report)
-    write_similarity_hist(out_dir / "similarity_hist.png", state.neighbour,
-                          cfg.dedup.threshold if state.neighbour is not None else None, state.benchmark_nearest,
-                          cfg.decontaminate.threshold if state.benchmark_nearest is not None else None)
+    write_similarity_hist(out_dir / "similarity_hist.png", state.neighbour, state.neighbour_threshold,
+                          state.benchmark_nearest, state.benchmark_threshold)
     return {"rows_in": len(rows), "kept": len(kept_rows), **state.metrics,
             **{f"seconds_{k}": round(v, 3) for k, v in state.timings.items()}}

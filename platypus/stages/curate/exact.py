@@ -1,7 +1,7 @@
 """Exact dedup on (instruction, input), keeping the longest output (``merged_largest_keep.py``).
 
 Keys are compared after whitespace normalisation (runs collapsed, ends stripped), or as the authors' script
-built them, ``f"{instruction}-{input}"`` as is (``curate.exact_dedup.normalise_whitespace=false``). Each group
+built them, ``f"{instruction}-{input}"`` as is (``curate.steps.exact_dedup.normalise_whitespace=false``). Each group
 of duplicates becomes one row: the one with the longest output (ties: the earliest), placed
 at the position of the group's *first* occurrence, so the mixture order is preserved.
 """

@@ -1,6 +1,6 @@
 """Similar-pair search for dedup and decontamination: exact matrix products or a faiss IVF index.
 
-``curate.dedup.search`` / ``curate.decontaminate.search``: ``exact`` | ``approximate`` | ``auto`` (exact up
+``curate.steps.dedup.search`` / ``curate.steps.decontaminate.search``: ``exact`` | ``approximate`` | ``auto`` (exact up
 to ``curate.search.exact_up_to`` rows, approximate above).
 
 The approximate search is an inverted-file index over the normalised embeddings (inner product; an HNSW

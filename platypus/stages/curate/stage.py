@@ -15,8 +15,8 @@ from platypus.stages.curate import check, needs_questions, run_curate
 
 
 def question_sets(cfg) -> list[str]:
-    """The benchmarks whose test questions the enabled steps compare the rows with."""
-    return list(cfg.curate.decontaminate.benchmarks) if needs_questions(cfg.curate) else []
+    """The benchmarks whose test questions the listed steps compare the rows with."""
+    return list(cfg.curate.benchmarks) if needs_questions(cfg.curate) else []
 
 
 def curate_inputs(cfg) -> dict:

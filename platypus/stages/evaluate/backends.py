@@ -1,18 +1,21 @@
 """Which lm-eval model class evaluates a model, on which device, in which dtype and batch size.
 
-``eval.backend``: ``prefix`` (ours, platypus/stages/evaluate/prefix.py: HFLM computing each shared context
-once; the default), ``hf`` (lm-eval's HFLM, for parity checks) or ``vllm`` (lm-eval's vLLM backend, CUDA).
+``eval.backend`` (conf/eval/backend/): a :class:`Backend` plug-in (platypus/plugins.py) naming an lm-eval model
+class by its registry name (``model``), so any registered class works. Shipped: ``prefix`` (ours,
+platypus/stages/evaluate/prefix.py, registered as ``hf-prefix``: HFLM computing each shared context once; the
+default), ``hf`` (lm-eval's HFLM, for parity checks) and ``vllm`` (lm-eval's vLLM backend, CUDA).
 A model is a folder or hub id (+ an adapter folder, applied through lm-eval's ``peft=``) or a model
 already in memory; its identity (file hashes, or a digest of its weights) keys the result cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,9 +23,9 @@ from platypus.runtime import hardware
 from platypus.runtime.identity import identity
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.models import DTYPES
+from platypus.stages.evaluate.prefix_schedule import PREFIX_NAME
 
 TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # hardware.fast_precision -> eval.dtype
-BACKENDS = ("prefix", "hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def resolve_batch_size(eval_cfg: Mapping[str, Any]) -> int | str:
     value = eval_cfg["batch_size"]
     text = str(value)
     if text == "auto" or text.startswith("auto:"):
-        gpu = eval_cfg.get("backend", "prefix") == "vllm" or resolve_device(eval_cfg).startswith("cuda")
+        gpu = isinstance(eval_backend(eval_cfg), VllmBackend) or resolve_device(eval_cfg).startswith("cuda")
         return text if gpu else 1
     if text.isdigit() and int(text) > 0:
         return int(text)
@@ -116,70 +119,122 @@ def model_dtype(model: EvalModel, eval_cfg: Mapping[str, Any]) -> str:
     return resolve_dtype(model.dtype or eval_cfg["dtype"], resolve_device(eval_cfg))
 
 
-def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
-    """The lm-eval model for ``eval.backend``: ours (``prefix``, HFLM computing each shared context once),
-    lm-eval's HFLM (``hf``) or its vLLM backend; a separate function so tests can observe loads."""
-    backend = eval_cfg.get("backend", "prefix")
-    if backend not in BACKENDS:
-        raise PlatypusError(f"eval.backend={backend!r}: use one of {list(BACKENDS)}.")
-    if backend == "vllm":
+@dataclass
+class Backend:
+    """An lm-eval model class by its registry name (``lm_eval.api.registry``), given the model folder or the
+    model in memory, ``eval.dtype``, ``eval.batch_size``, ``eval.device``, ``eval.parallelize`` and
+    ``eval.add_bos_token``; ``model_args``: further keyword arguments for that class."""
+
+    model: str = "hf"
+    model_args: Dict[str, Any] = field(default_factory=dict)
+
+    def lm_class(self) -> type:
+        import lm_eval.api.registry as registry
+
+        import platypus.stages.evaluate.prefix  # noqa: F401 - registers hf-prefix
+
+        try:
+            return registry.get_model(self.model)
+        except ValueError:
+            raise PlatypusError(f"eval.backend.model={self.model!r}: lm-eval has no model class by that name. "
+                                f"Registered: {', '.join(sorted(registry.model_registry.keys()))}.") from None
+
+    def check(self) -> None:
+        """Before any stage runs: the registry name exists (the prefix scorer is ours: nothing to look up)."""
+        if self.model != PREFIX_NAME:
+            self.lm_class()
+
+    def arguments(self, eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments beyond the model, dtype, batch size and device."""
+        return {**bos_setting(eval_cfg), **self.model_args}
+
+    def load(self, model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
+        cls, extra = self.lm_class(), self.arguments(eval_cfg)
         if model.loaded is not None:
-            raise PlatypusError(f"Model '{model.label}' is in memory, and eval.backend=vllm loads models from folders: "
-                                f"save it with save_pretrained() and pass the folder, or use eval.backend=prefix.")
-        return _load_vllm(model, dtype, eval_cfg)
-    from lm_eval.models.huggingface import HFLM
+            net, tokenizer = model.loaded
+            return cls(pretrained=net, tokenizer=tokenizer, batch_size=resolve_batch_size(eval_cfg), **extra)
+        if eval_cfg.get("parallelize"):  # device_map=auto over every visible GPU (a 70B model in fp16)
+            extra["parallelize"] = True
+        return cls(pretrained=model.pretrained, peft=model.peft, dtype=dtype, batch_size=resolve_batch_size(eval_cfg),
+                   device=resolve_device(eval_cfg), **extra)
 
-    from platypus.stages.evaluate.prefix import PrefixLM
+    def key(self) -> dict[str, Any]:
+        """What results record, and the result cache keys on: every parameter (``model_args`` when given)."""
+        found = dataclasses.asdict(self)
+        return found if found.pop("model_args") == {} else {**found, "model_args": self.model_args}
 
-    cls, extra = HFLM, bos_setting(eval_cfg)
-    if backend == "prefix":  # an explicit eval.batch_size also caps the answers scored per pass
+
+@dataclass
+class PrefixBackend(Backend):
+    """Ours: HFLM computing each shared context once, with ``eval.kv_cache_gb`` and ``eval.logprob_sum``; an
+    explicit ``eval.batch_size`` also caps the answers scored per pass."""
+
+    model: str = PREFIX_NAME
+
+    def arguments(self, eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
         explicit = str(eval_cfg["batch_size"]).isdigit()
-        cls, extra = PrefixLM, {**extra, "kv_cache_gb": eval_cfg.get("kv_cache_gb", 4.0),
-                                "logprob_sum": eval_cfg.get("logprob_sum", "float64"),
-                                "answers_per_pass": int(eval_cfg["batch_size"]) if explicit else None}
-    if model.loaded is not None:
-        net, tokenizer = model.loaded
-        return cls(pretrained=net, tokenizer=tokenizer, batch_size=resolve_batch_size(eval_cfg), **extra)
-    if eval_cfg.get("parallelize"):  # device_map=auto over every visible GPU (a 70B model in fp16)
-        extra["parallelize"] = True
-    return cls(
-        pretrained=model.pretrained,
-        peft=model.peft,
-        dtype=dtype,
-        batch_size=resolve_batch_size(eval_cfg),
-        device=resolve_device(eval_cfg),
-        **extra,
-    )
+        return {**super().arguments(eval_cfg), "kv_cache_gb": eval_cfg["kv_cache_gb"],
+                "logprob_sum": eval_cfg["logprob_sum"],
+                "answers_per_pass": int(eval_cfg["batch_size"]) if explicit else None}
+
+
+@dataclass
+class VllmBackend(Backend):
+    """lm-eval's vLLM backend: same tasks and metrics, much faster on GPUs. It batches by itself; an adapter is
+    applied by vLLM's LoRA support (``lora_local_path``); ``eval.parallelize`` is tensor parallelism."""
+
+    model: str = "vllm"
+
+    def check(self) -> None:
+        """Nothing to look up: :meth:`load` says what is missing (vLLM, a CUDA GPU) where it is needed."""
+
+    def load(self, model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
+        import importlib.util
+
+        import torch
+
+        if model.loaded is not None:
+            raise PlatypusError(f"Model '{model.label}' is in memory, and eval/backend=vllm loads models from folders: "
+                                f"save it with save_pretrained() and pass the folder, or use eval/backend=prefix.")
+        if importlib.util.find_spec("vllm") is None:
+            raise PlatypusError("eval/backend=vllm needs vLLM: `pip install 'lm-eval[vllm]'` on a CUDA machine, "
+                                "or use eval/backend=prefix.")
+        if not torch.cuda.is_available():
+            raise PlatypusError("eval/backend=vllm needs a CUDA GPU; this machine has none. Use eval/backend=prefix.")
+        # eval.parallelize: the model split over every visible GPU, as tensor parallelism (a 70B model in fp16)
+        gpus = torch.cuda.device_count() if eval_cfg.get("parallelize") else 1
+        kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "tensor_parallel_size": gpus,
+                                  "batch_size": resolve_batch_size(eval_cfg), **self.arguments(eval_cfg)}
+        if model.peft:
+            rank = json.loads((Path(model.peft) / "adapter_config.json").read_text())["r"]
+            kwargs |= {"lora_local_path": model.peft, "max_lora_rank": max(16, int(rank))}
+        return self.lm_class()(**kwargs)
+
+
+def eval_backend(eval_cfg: Mapping[str, Any]) -> Backend:
+    """``eval.backend`` built (a bad one is one paragraph naming ``eval.backend.<key>``); none given: the prefix scorer."""
+    from platypus.plugins import build
+
+    node = eval_cfg.get("backend")
+    if isinstance(node, Backend):
+        return node
+    return PrefixBackend() if node is None else build(node, Backend, "eval.backend")
+
+
+def scores_shared_contexts(eval_cfg: Mapping[str, Any]) -> bool:
+    """Whether ``eval.backend`` is the prefix scorer (its cost is the tokens it computes, and it counts them)."""
+    return eval_backend(eval_cfg).model == PREFIX_NAME
+
+
+def load_lm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
+    """The lm-eval model ``eval.backend`` loads; a separate function so tests can observe loads."""
+    return eval_backend(eval_cfg).load(model, dtype, eval_cfg)
 
 
 def bos_setting(eval_cfg: Mapping[str, Any]) -> dict[str, bool]:
     """lm-eval's ``add_bos_token``, when ``eval.add_bos_token`` sets it (null: the tokenizer decides)."""
     value = eval_cfg.get("add_bos_token")
     return {} if value is None else {"add_bos_token": bool(value)}
-
-
-def _load_vllm(model: EvalModel, dtype: str, eval_cfg: Mapping[str, Any]):
-    """lm-eval's vLLM backend: same tasks and metrics, much faster on GPUs. An adapter is applied by
-    vLLM's LoRA support (``lora_local_path``); results are keyed on the backend like any setting."""
-    import importlib.util
-
-    import torch
-
-    if importlib.util.find_spec("vllm") is None:
-        raise PlatypusError("eval.backend=vllm needs vLLM: `pip install 'lm-eval[vllm]'` on a CUDA machine, "
-                            "or use eval.backend=prefix.")
-    if not torch.cuda.is_available():
-        raise PlatypusError("eval.backend=vllm needs a CUDA GPU; this machine has none. Use eval.backend=prefix.")
-    from lm_eval.models.vllm_causallms import VLLM
-
-    # eval.parallelize: the model split over every visible GPU, as tensor parallelism (a 70B model in fp16)
-    gpus = torch.cuda.device_count() if eval_cfg.get("parallelize") else 1
-    kwargs: dict[str, Any] = {"pretrained": model.pretrained, "dtype": dtype, "batch_size": resolve_batch_size(eval_cfg),
-                              "tensor_parallel_size": gpus, **bos_setting(eval_cfg)}
-    if model.peft:
-        rank = json.loads((Path(model.peft) / "adapter_config.json").read_text())["r"]
-        kwargs |= {"lora_local_path": model.peft, "max_lora_rank": max(16, int(rank))}
-    return VLLM(**kwargs)
 
 
 def release(lm) -> None:

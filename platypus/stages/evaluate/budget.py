@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from platypus.planning import BYTES, GIB, MFU, MFU_BASIS, OVERHEAD_GIB, ModelFacts, StagePlan
+from platypus.fields import Role
+from platypus.planning import BYTES, GIB, OVERHEAD_GIB, ModelFacts, StagePlan
+
+MFU = 0.45  # scoring: prefill only, long few-shot contexts (stated, not measured)
+ROW = "evaluate"  # the stage's row in the plan's table
 
 # Documents in each v1 task's evaluated split, and the tokens run per document at v1 few-shot counts: computed by
 # our scorer (shared contexts once) and requested (what HFLM and vLLM run), counted by evaluate.plan on the full
@@ -30,20 +34,21 @@ def planned_documents(benchmark: str, limit: float | None) -> int:
 
 def plan_evaluation(cfg: DictConfig, model: ModelFacts, made: list[str]) -> StagePlan:
     """``made``: the models earlier stages of this run make (adapter, target, merged); the base always exists."""
+    from platypus.stages.evaluate.backends import eval_backend, scores_shared_contexts
     from platypus.stages.evaluate.documents import task_limit
 
-    roles = [role for role in cfg.evaluate.include if role == "base" or role in made]
+    roles = [role for role in cfg.evaluate.include if role == Role.base or role in made]
     eval_dtype = cfg.eval.dtype if cfg.eval.dtype != "auto" else "bfloat16"
     gib = (model.parameters * BYTES[eval_dtype] + 4096 * model.arch["vocab_size"] * 4) / GIB \
         + float(cfg.eval.kv_cache_gb) + OVERHEAD_GIB
-    per_document = TOKENS_PER_DOCUMENT["prefix" if cfg.eval.backend == "prefix" else "hf"]
+    per_document = TOKENS_PER_DOCUMENT["prefix" if scores_shared_contexts(cfg.eval) else "hf"]
     tokens = sum(planned_documents(t.benchmark, task_limit(cfg.eval, key)) * per_document[t.benchmark]
                  for key, t in cfg.eval.tasks.items() if t.benchmark in DOCUMENTS)
-    part = StagePlan(memory_gib={"evaluate": gib}, flops=2 * model.parameters * tokens * len(roles),
-                     mfu=MFU["evaluate"], mfu_basis=MFU_BASIS["evaluate"],
+    part = StagePlan(memory_gib={ROW: gib}, flops=2 * model.parameters * tokens * len(roles), mfu=MFU,
+                     mfu_basis="stated", spreads=True, too_big="{gpus} GPUs with eval.parallelize=true",
                      details={"models": roles, "tokens_per_model": tokens})
-    part.basis = (f"{len(roles)} models ({', '.join(roles)}) x {tokens / 1e6:.3g} M tokens computed (eval.backend="
-                  f"{cfg.eval.backend}), MFU {part.mfu:.2f} ({part.mfu_basis})")
+    part.basis = (f"{len(roles)} models ({', '.join(roles)}) x {tokens / 1e6:.3g} M tokens computed (eval.backend.model="
+                  f"{eval_backend(cfg.eval).model}), MFU {part.mfu:.2f} ({part.mfu_basis})")
     if cfg.benchmarks.source == "hub":
         from platypus.resources import BENCHMARKS
 

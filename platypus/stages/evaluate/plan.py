@@ -27,7 +27,7 @@ from lm_eval.api.model import LM
 
 import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
-from platypus.stages.evaluate.backends import EvalModel, load_lm, model_dtype, plain_config
+from platypus.stages.evaluate.backends import EvalModel, load_lm, model_dtype, plain_config, scores_shared_contexts
 from platypus.stages.evaluate.documents import sample_size, task_limit
 from platypus.stages.evaluate.runner import SEEDS
 from platypus.stages.evaluate.tasks import build_suite
@@ -123,7 +123,7 @@ def plan(
     eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
     suite = build_suite(eval_cfg, benchmarks_cfg, Path(folder), Path(cache_dir), log)
     task_manager = suite.task_manager()
-    prefix = eval_cfg.get("backend", "prefix") == "prefix"
+    prefix = scores_shared_contexts(eval_cfg)
     lm = timer = None
     if models and (warmup_docs > 0 or prefix):  # the prefix scorer's cost model needs the model's tokenizer
         first = models[0]

@@ -35,10 +35,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from platypus.stages.evaluate.prefix_schedule import (
-    CONTEXTS_PER_PASS, Group, Pass, TokenCounts, count_tokens, model_input, passes, rows_per_pass,
+    CONTEXTS_PER_PASS, PREFIX_NAME, Group, Pass, TokenCounts, count_tokens, model_input, passes, rows_per_pass,
 )
 
-NAME = "hf-prefix"
 DEFAULT_KV_CACHE_GB = 4.0
 LOGPROB_SUMS = ("float64", "model_dtype")
 
@@ -49,7 +48,7 @@ def sum_logprobs(values: torch.Tensor, how: str) -> float:
     return float(values.sum()) if how == "model_dtype" else float(values.double().sum())
 
 
-@register_model(NAME)
+@register_model(PREFIX_NAME)
 class PrefixLM(HFLM):
     """HFLM whose ``loglikelihood`` computes each shared context once (see the module docstring).
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+PREFIX_NAME = "hf-prefix"  # lm-eval's registry name of the scorer (eval.backend.model; prefix.py registers it)
+
 BATCH_SLACK = 8  # tokens of reuse a context may give up to join a batch of single-token contexts
 CONTEXTS_PER_PASS = 16  # at most this many such contexts per batch (fewer when kv_cache_gb would be exceeded)
 

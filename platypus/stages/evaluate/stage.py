@@ -13,14 +13,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-from platypus.config import MODEL_ROLES
+from platypus.fields import Role
 from platypus.runtime import models
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import identity, to_plain
 from platypus.runtime.tracking import flatten
 from platypus.stages.base import Artifact, Stage
 from platypus.stages.evaluate.aggregate import AVERAGE
-from platypus.stages.evaluate.backends import EvalModel, resolve_batch_size, resolve_dtype
+from platypus.stages.evaluate.backends import EvalModel, eval_backend, resolve_batch_size, resolve_dtype
 from platypus.runtime.io import read_json
 from platypus.stages.evaluate.files import FILES
 from platypus.stages.evaluate.report import DELTAS, delta_columns, published_table
@@ -35,9 +35,10 @@ def evaluated_models(include: list[str], candidates: dict[str, dict]) -> list[st
     folds nothing (``merge=none``) evaluates its unmerged adapter in its place, so a ``merge=into_base,none``
     sweep compares merged against unmerged instead of the base alone."""
     names = [name for name in candidates if name in include]
-    if "merged" in include and "merged" not in candidates and "adapter" in candidates and "adapter" not in names:
+    if Role.merged in include and Role.merged not in candidates and Role.adapter in candidates \
+            and Role.adapter not in names:
         log.info("[platypus] evaluate: this run merges nothing; evaluating its adapter in place of 'merged'")
-        names.append("adapter")
+        names.append(Role.adapter.value)
     return names
 
 
@@ -58,6 +59,7 @@ class EvaluateStage(Stage):
 
     def check(self, cfg) -> None:
         eval_cfg, benchmarks = to_plain(cfg.eval), to_plain(cfg.benchmarks)
+        eval_backend(eval_cfg).check()
         resolve_batch_size(eval_cfg)
         resolve_dtype(cfg.eval.dtype, cfg.eval.device)
         if not eval_cfg["tasks"]:
@@ -76,14 +78,13 @@ class EvaluateStage(Stage):
             chosen = {label: {"pretrained": models.resolve(p, None, cfg.cache_dir, "evaluate.models")}
                       for label, p in zip(distinct_labels(list(cfg.evaluate.models)), cfg.evaluate.models)}
         else:
-            candidates = {"base": {"pretrained": models.base_model(cfg)}}
+            candidates = {Role.base.value: {"pretrained": models.base_model(cfg)}}
             if found.get(Artifact.target):
-                candidates["target"] = {"pretrained": str(found[Artifact.target])}
+                candidates[Role.target.value] = {"pretrained": str(found[Artifact.target])}
             if found.get(Artifact.adapter):
-                candidates["adapter"] = {"pretrained": candidates["base"]["pretrained"], "peft": str(found[Artifact.adapter])}
+                candidates[Role.adapter.value] = {"pretrained": candidates[Role.base.value]["pretrained"], "peft": str(found[Artifact.adapter])}
             if found.get(Artifact.merged):
-                candidates["merged"] = {"pretrained": str(found[Artifact.merged])}
-            assert set(candidates) <= set(MODEL_ROLES)
+                candidates[Role.merged.value] = {"pretrained": str(found[Artifact.merged])}
             chosen = {name: candidates[name] for name in evaluated_models(list(cfg.evaluate.include), candidates)}
         if not chosen:
             raise PlatypusError(
@@ -170,7 +171,7 @@ def plan_evaluation(cfg, root: Path, eval_models: list[EvalModel]) -> None:
                      mc2_sd=cfg.evaluate.plan_mc2_sd)
     names = ", ".join(f"{m.label} ({m.pretrained}{' + ' + m.peft if m.peft else ''})" for m in eval_models)
     dtype = resolve_dtype(cfg.eval.dtype, cfg.eval.device)
-    text = (f"# Evaluation plan: eval={cfg.eval.name}, backend {cfg.eval.backend}, batch size "
+    text = (f"# Evaluation plan: eval={cfg.eval.name}, backend {eval_backend(cfg.eval).model}, batch size "
             f"{resolve_batch_size(cfg.eval)}, {dtype}\n\nModels: {names}\n\n{found['table']}")
     (root / "evaluate_plan.md").write_text(text)
     (root / "evaluate_plan.json").write_text(json.dumps({k: v for k, v in found.items() if k != "table"}, indent=1))

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from platypus.fields import Role
+
+TARGET = Role.target.value  # the card's section on the model folded into
+
 
 def card_text(card: dict) -> str:
     lines = ["# Merge card", ""]
     for key, value in card.items():
-        if key in ("warnings", "compared", "adapters", "target") or isinstance(value, dict):
+        if key in ("warnings", "compared", "adapters", TARGET) or isinstance(value, dict):
             continue
         lines.append(f"- **{key}**: {value}")
-    lines += ["", "## Target", ""] + [f"- **{k}**: {v}" for k, v in card["target"].items() if k != "files"]
-    lines += [f"- `{name}` sha256 {sha}" for name, sha in card["target"].get("files", {}).items()]
+    lines += ["", "## Target", ""] + [f"- **{k}**: {v}" for k, v in card[TARGET].items() if k != "files"]
+    lines += [f"- `{name}` sha256 {sha}" for name, sha in card[TARGET].get("files", {}).items()]
     combination = card.get(card["recipe"])  # the recipe's own parameters, when it combines adapters
     if isinstance(combination, dict):
         lines += ["", f"## Combination ({combination.get('how', card['recipe'])})", ""]

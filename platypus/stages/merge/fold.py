@@ -18,7 +18,7 @@ from platypus.runtime import models
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256, identity
 from platypus.stages.merge import recipes
-from platypus.stages.merge.card import write_card
+from platypus.stages.merge.card import TARGET, write_card
 from platypus.stages.merge.compat import (
     ADAPTER_WEIGHTS,
     adapter_config,
@@ -110,7 +110,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
     card = {
         "recipe": recipe.name,
         "engine": cfg.engine,
-        "target": identity(target_path),
+        TARGET: identity(target_path),
         "adapters": [_adapter_facts(a, c, w) for a, c, w in zip(adapters, configs, weights)],
         "adapter_recorded_base": configs[0].get("base_model_name_or_path"),
         "dtype": cfg.dtype,

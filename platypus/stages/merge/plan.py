@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from platypus.fields import Role
 from platypus.planning import BYTES, GIB, PROCESS_GIB, ModelFacts, StagePlan, on_hub
 
 
@@ -13,11 +14,11 @@ def plan_merge(cfg: DictConfig, model: ModelFacts) -> StagePlan:
     recipe = recipes.build(cfg.merge)
     if not recipe.folds:
         return StagePlan()
-    part = StagePlan(cpu=True, roles=["merged"])
+    part = StagePlan(cpu=True, roles=[Role.merged.value])
     part.memory_gib[f"merge (CPU RAM, engine {cfg.merge.engine})"] = merge_memory_gib(cfg.merge, model)
     target = cfg.merge.target
     if target or recipe.target_required:
-        part.roles.insert(0, "target")
+        part.roles.insert(0, Role.target.value)
     if recipe.target_required and not target:
         part.notes.append("merge.target is not set: give merge.target=<hub id or folder> to run the merge "
                           "(its download is then about the base's size)")

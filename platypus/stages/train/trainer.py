@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from platypus.runtime import models
 from platypus.runtime.run import world_size
+from platypus.stages.base import Artifact
 from platypus.stages.train.arguments import sft_arguments
 from platypus.stages.train.callbacks import TokensPerSecond
 from platypus.stages.train.lora_model import count_trainable, keep_trainable_fp32, load_base_for_training, peft_lora_config
@@ -96,7 +97,7 @@ def train(
         log.info(f"[platypus] resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
 
-    adapter = out_dir / "adapter"
+    adapter = out_dir / Artifact.adapter.value
     save_adapter(trainer, adapter)
     history = trainer.state.log_history
     trainer.accelerator.wait_for_everyone()

@@ -1,35 +1,51 @@
-"""Curate steps: each one a module here with ``METRIC`` (its removal count's name) and ``run(state)``.
+"""Curate steps: each one a :class:`Step` dataclass named by ``_target_`` (its fields are its parameters), built
+by platypus.plugins.build. A step may live in the user's own package.
 
-``curate.steps`` (conf/curate/*.yaml) lists them in the order they run; a step whose section says
-``enabled: false`` is skipped. A step reads the rows still kept (``state.current``), removes some with
-``state.keep(...)`` and records its settings for report.json in ``state.settings``.
+``curate.steps`` (conf/curate/*.yaml) maps a name to each step, in the order they run; a step runs when it is
+listed (``~curate.steps.<name>`` removes one). A step reads the rows still kept (``state.current``), removes some
+with ``state.keep(...)`` and records its settings for report.json in ``state.settings``.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import abc
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from platypus.runtime.errors import PlatypusError
+from platypus import plugins
+from platypus.fields import validate
 from platypus.stages.curate.audit import Removal
 
 
-def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__))
+def build(name: str, node: Any) -> "Step":
+    """The step ``curate.steps.<name>`` names, its parameters checked (types, unknown keys, ranges)."""
+    where = f"curate.steps.{name}"
+    step = plugins.build(node, Step, where)
+    validate(OmegaConf.structured(step), type(step), f"{where}.")  # its ranges and choices, typed
+    return step
 
 
-def get(name: str):
-    """The step module ``name`` (``platypus/stages/curate/steps/<name>.py``)."""
-    if name not in available():
-        raise PlatypusError(f"curate.steps: unknown step {name!r}; the steps are {available()} "
-                            f"(modules in platypus/stages/curate/steps/).")
-    return importlib.import_module(f"{__name__}.{name}")
+def build_all(cfg: Any) -> list["Step"]:
+    """The steps of ``curate.steps``, in the order they run."""
+    return [build(name, node) for name, node in cfg.steps.items()]
+
+
+@dataclass
+class Step(abc.ABC):
+    """One curate step: its fields are its parameters (``curate.steps.<name>.<field>``)."""
+
+    label: ClassVar[str]  # its name in report.json and removed.csv
+    metric: ClassVar[str]  # the name of its removal count
+    needs_questions: ClassVar[bool] = False  # compares rows with the benchmarks' test questions
+
+    @abc.abstractmethod
+    def run(self, state: "State") -> None:
+        """Remove rows with ``state.keep(...)``; record removals, metrics and settings in ``state``."""
 
 
 @dataclass
@@ -48,7 +64,9 @@ class State:
     settings: dict[str, Any] = field(default_factory=dict)  # per-step thresholds and counts, for report.json
     metrics: dict[str, int] = field(default_factory=dict)
     neighbour: np.ndarray | None = None  # nearest kept row's similarity (histogram)
+    neighbour_threshold: float | None = None
     benchmark_nearest: np.ndarray | None = None  # nearest test question's similarity (histogram)
+    benchmark_threshold: float | None = None
     _embedder: Any = None
 
     def __post_init__(self) -> None:
@@ -104,10 +122,3 @@ class State:
 
 def row_text(row: dict) -> str:
     return (row["instruction"] + " " + row["input"]).strip()
-
-
-def enabled(cfg: Any, name: str) -> bool:
-    """A step runs when it is listed in curate.steps and its own section (if any) is enabled."""
-    module = get(name)
-    section = getattr(module, "SECTION", None)
-    return name in cfg.steps and (section is None or cfg[section].enabled)
