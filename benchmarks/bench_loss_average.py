@@ -44,7 +44,7 @@ def example_losses(base: str, adapter: Path, rows: list[dict], cutoff: int) -> l
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from platypus.stages.train.trainer import to_prompt_completion
+    from platypus.stages.train.prompts import to_prompt_completion
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     net = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter).eval()

@@ -43,7 +43,7 @@ def model_dir() -> str:
 
 
 def alpaca(row: dict) -> str:
-    from platypus.stages.train.trainer import load_template
+    from platypus.stages.train.prompts import load_template
 
     spec = load_template("alpaca")
     return spec["prompt_input" if row["input"] else "prompt_no_input"].format(**row)

@@ -337,7 +337,7 @@ def test_empty_dataset_after_filtering(tmp_path):
 
 
 def test_train_dataset_row_names_file_and_line(tmp_path):
-    from platypus.stages.train.trainer import read_jsonl
+    from platypus.stages.train.prompts import read_jsonl
 
     path = tmp_path / "train.jsonl"
     path.write_text(rows({"instruction": "a", "output": "b"}, {"instruction": "a"}))

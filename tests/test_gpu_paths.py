@@ -171,7 +171,7 @@ def test_runner_releases_a_model_before_loading_the_next(monkeypatch, tmp_path):
 
 # --------------------------------------------------------------------------- 5: presets are one command
 def test_several_gpus_in_one_process_are_refused_before_any_work(cuda, tiny_model_dir):
-    from platypus.stages.train.trainer import check_settings
+    from platypus.stages.train.settings import check_settings
 
     cuda(n=2)
     train_cfg, lora, _ = configs(tiny_model_dir, precision="fp16")
@@ -219,7 +219,7 @@ def test_sharded_training_saves_only_the_adapter(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from platypus.stages.train.trainer import save_adapter
+    from platypus.stages.train.outputs import save_adapter
 
     net = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                          LoraConfig(r=4, target_modules=["gate_proj"], task_type="CAUSAL_LM"))
@@ -256,7 +256,7 @@ def test_quantized_base_gets_the_authors_fp32_upcast(tiny_model_dir, tmp_path, m
 
 
 def test_docs_say_when_lora_weights_are_fp32():
-    from platypus.stages.train.trainer import resolve_precision
+    from platypus.stages.train.settings import resolve_precision
 
     for text in (resolve_precision.__doc__, (REPO / "platypus/config/model.py").read_text(), (REPO / "docs/training.md").read_text()):
         assert "LoRA weights and optimizer state stay fp32 either way" not in text
@@ -308,7 +308,7 @@ def test_logprob_sum_reaches_the_prefix_scorer(monkeypatch, tiny_model_dir):
 
 # --------------------------------------------------------------------------- issue 26: 70B as one process
 def test_model_parallel_is_refused_clearly_without_cuda_and_under_a_launcher(tiny_model_dir, monkeypatch, cuda):
-    from platypus.stages.train.trainer import check_settings
+    from platypus.stages.train.settings import check_settings
 
     with pytest.raises(PlatypusError, match="train.model_parallel=true needs CUDA"):
         check_settings(*configs(tiny_model_dir, model_parallel=True)[:2])

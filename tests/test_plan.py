@@ -9,7 +9,7 @@ import torch
 
 from platypus.pipeline import run_checked
 from platypus.planning import lora_parameters, parameters
-from platypus.stages.train.trainer import keep_trainable_fp32
+from platypus.stages.train.lora_model import keep_trainable_fp32
 from tests.helpers import compose_config
 
 LLAMA2_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from platypus.runtime.errors import PlatypusError
-from platypus.stages.train.trainer import build_trainer, gradient_accumulation, to_prompt_completion, train
+from platypus.stages.train.prompts import to_prompt_completion
+from platypus.stages.train.settings import gradient_accumulation
+from platypus.stages.train.trainer import build_trainer, train
 from tests.helpers import ROWS, train_configs
 
 @pytest.mark.parametrize("template", ["alpaca", "chat"])

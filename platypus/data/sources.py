@@ -12,7 +12,8 @@ import re
 import zlib
 from typing import Any, Iterator
 
-from platypus.config import ON_BAD_ROW, DataConfig
+from platypus.config import DataConfig
+from platypus.fields import ON_BAD_ROW
 from platypus.data.kinds import Record, kind_of
 from platypus.fields import validate
 from platypus.runtime.errors import PlatypusError

@@ -66,16 +66,11 @@ def resolve_target(cfg: DictConfig, base_path: str, cache_dir: str) -> str:
     return resolved
 
 
-def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path | str | Iterable[Path | str],
-          out_dir: Path, cache_dir: str, seed: int = 0) -> dict:
-    """Fold the adapters of ``merge.adapters`` into the recipe's target with ``merge.engine``; writes ``model/`` and
-    ``merge_card.md`` into ``out_dir`` and returns the card."""
-    started = time.perf_counter()
-    adapters = [Path(adapters)] if isinstance(adapters, (str, Path)) else [Path(a) for a in adapters]
-    recipe = recipes.build(cfg)
-    weights = recipe.check(adapters)
-    target_path = resolve_target(cfg, base_path, cache_dir)
-    trust = model_cfg.trust_remote_code
+def check_adapters_fit(cfg: DictConfig, target_path: str, adapters: list[Path], trust: bool
+                       ) -> tuple[list[dict], list[str], list[str]]:
+    """Each adapter against the target, before any weights load: architecture/sizes/tokenizer (warnings and the
+    lines compared), DoRA only under merge.engine=peft, target modules and factor shapes on the target's skeleton.
+    Returns the adapters' configs, the warnings and the compared lines."""
     warnings: list[str] = []
     compared: list[str] = []
     for adapter in adapters:
@@ -92,6 +87,20 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
         if target_modules(config) is not None:
             models.check_target_modules(layers, target_modules(config), key=f"adapter {adapter} targets")
         check_factor_shapes(layers, adapter)
+    return configs, warnings, compared
+
+
+def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path | str | Iterable[Path | str],
+          out_dir: Path, cache_dir: str, seed: int = 0) -> dict:
+    """Fold the adapters of ``merge.adapters`` into the recipe's target with ``merge.engine``; writes ``model/`` and
+    ``merge_card.md`` into ``out_dir`` and returns the card."""
+    started = time.perf_counter()
+    adapters = [Path(adapters)] if isinstance(adapters, (str, Path)) else [Path(a) for a in adapters]
+    recipe = recipes.build(cfg)
+    weights = recipe.check(adapters)
+    target_path = resolve_target(cfg, base_path, cache_dir)
+    trust = model_cfg.trust_remote_code
+    configs, warnings, compared = check_adapters_fit(cfg, target_path, adapters, trust)
 
     folder = out_dir / "model"
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from platypus.runtime.identity import file_sha256, identity, to_plain
 from platypus.fields import Role
 from platypus.stages import made_in_run
 from platypus.stages.base import Artifact, Stage
-from platypus.stages.train import trainer
+from platypus.stages.train import settings, trainer
 
 
 @dataclass
@@ -23,7 +23,7 @@ class TrainStage(Stage):
 
     def check(self, cfg) -> None:
         models.check_quantization(cfg.model.quantization)  # QLoRA: CUDA + bitsandbytes, before curate runs
-        trainer.check_settings(cfg.train, cfg.lora)
+        settings.check_settings(cfg.train, cfg.lora)
         if cfg.train.dataset and not made_in_run(cfg, Artifact.dataset) and not Path(cfg.train.dataset).is_file():
             raise PlatypusError(
                 f"train.dataset={cfg.train.dataset!r}: no such file. Give a curated JSONL (e.g. "
