@@ -17,9 +17,14 @@ from platypus.runtime.errors import PlatypusError
 def load_pickled_tensors(path: Path, key: str) -> dict[str, torch.Tensor]:
     """The ``name -> tensor`` dict of a pickled weights file, refusing one that holds anything but tensors."""
     try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:  # the legacy (non-zip) format cannot be memory-mapped: read it whole
+            if "mmap" not in str(error):
+                raise
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as error:
-        reason = " ".join(str(error).split())[:300]
+        reason = _reason(error)
         raise PlatypusError(
             f"{key}: {path} is a pickle that does not hold plain tensors only ({type(error).__name__}: {reason}). "
             f"It was not run: loading such a file could execute arbitrary code. Use a safetensors copy of it (PEFT "
@@ -31,3 +36,10 @@ def load_pickled_tensors(path: Path, key: str) -> dict[str, torch.Tensor]:
             f"the weights (save_pretrained(..., safe_serialization=True))."
         )
     return loaded
+
+
+def _reason(error: BaseException) -> str:
+    """What the unpickler refused (torch's message wraps it in advice to turn weights_only off: left out)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = [line for line in lines if "nsupported" in line and not line.startswith(("Weights only", "Please file"))]
+    return " ".join((refused or lines or [""])[0].split())[:300]
