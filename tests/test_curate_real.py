@@ -3,6 +3,8 @@ contaminated (both checked against embeddings recomputed here, independently of 
 
 from __future__ import annotations
 
+import os
+
 import json
 
 import numpy as np
@@ -80,6 +82,9 @@ def test_run_curate_leaves_no_contaminated_row(real_data, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("PLATYPUS_CURATE_EQUALITY") != "1", reason=(
+    "embeds all 13,984 bundled rows (about 50 min on a 2-core CPU, beyond CI's budget): "
+    "PLATYPUS_CURATE_EQUALITY=1 runs it"))
 def test_approximate_search_keeps_the_exact_kept_set_on_all_bundled_rows():
     """All 13,984 rows of the rebuild (embedded once into the user's cache): the default index keeps exactly the
     rows the exact pass keeps, and flags exactly the rows exact decontamination flags."""
