@@ -46,7 +46,8 @@ def test_experiment_preset_runs_in_fast_dev_mode(experiment, tiny_model_dir, off
         f"experiment={experiment}", "debug=fast", "data=open_platypus_sample", "benchmarks=bundled",
         f"model.path={tiny_model_dir}", "model.gguf_file=null", "model.dtype=float32", "model.quantization=none",
         "train.precision=fp32", "train.gradient_checkpointing=false", "merge.dtype=float32",
-        "merge.fold_dtype=float32", "eval.parallelize=false", "~eval.tasks.mmlu", f"stage_cache={stages}")
+        "merge.fold_dtype=float32", "eval.parallelize=false", "train.model_parallel=false", "~eval.tasks.mmlu",
+        f"stage_cache={stages}")
     if cfg.merge.recipe._target_.endswith(".IntoModel"):
         cfg.merge.target = str(target)
     run_pipeline(cfg, tmp_path)
