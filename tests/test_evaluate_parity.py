@@ -33,7 +33,8 @@ CLI_RUNS = {2: ["arc_challenge", "hellaswag", "mmlu_anatomy"], 0: ["truthfulqa_m
 CLI = {"hf": [str(Path(sys.executable).parent / "lm_eval"), "--model", "hf"],
        "prefix": [sys.executable, "-m", "platypus.lm_eval", "--model", "hf-prefix"]}
 # Our stage turns an explicit eval.batch_size into the scorer's answers per pass; the CLI is told the same.
-MODEL_ARGS = {"hf": "", "prefix": f",answers_per_pass={BATCH}"}
+# and the v1 sum in the model's dtype that eval=leaderboard_v1 sets (the scorer's own default is float64).
+MODEL_ARGS = {"hf": "", "prefix": f",answers_per_pass={BATCH},logprob_sum=model_dtype"}
 
 
 def compose_cfg(*overrides: str, backend: str = "hf"):
