@@ -56,4 +56,4 @@ def test_same_model_gives_the_same_evaluation_numbers(tiny_model_dir, tmp_path):
         assert first == second, task
     mc2 = runs[0]["summary"]["tiny"]["truthfulqa_mc2"]["mc2"]
     assert 0.0 < mc2 < 1.0  # a continuous number: equality is not a coincidence of rounding
-    assert (tmp_path / "a" / "evaluate" / "summary.json").read_bytes() == (tmp_path / "b" / "evaluate" / "summary.json").read_bytes()
+    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()

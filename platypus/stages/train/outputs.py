@@ -39,7 +39,7 @@ def save_adapter(trainer, folder: Path) -> None:
     else:
         state = {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().cpu() for name, p in trainable.items()}
     if trainer.accelerator.is_main_process:
-        model.save_pretrained(str(folder), state_dict=state)
+        model.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
         trainer.processing_class.save_pretrained(str(folder))
     trainer.accelerator.wait_for_everyone()
 
