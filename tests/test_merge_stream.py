@@ -28,6 +28,10 @@ WEIGHTED = {"cat": {}, "linear": {}, "svd": {}, "ties": {"density": 0.5}, "ties_
             "magnitude_prune_svd": {"density": 0.5}}
 RECIPES = [("into_base", {}, 1), ("into_model", {}, 1), ("task_arithmetic", {"scales": [1.0, -0.5]}, 2)] + [
     ("weighted", {"combination": c, "weights": [0.7, 0.3], **extra}, 2) for c, extra in WEIGHTED.items()]
+# On the real SmolLM2 (its shapes, tied embeddings, 135M weights), one recipe of each kind: one adapter, a signed
+# sum, concatenated factors, an SVD of a trimmed sum (each one ~100 s on 2 cores); every recipe and combination
+# runs on the tiny sharded Llama above.
+ON_SMOLLM2 = [r for r in RECIPES if r[0] in ("into_base", "task_arithmetic") or r[1].get("combination") in ("cat", "ties_svd")]
 
 
 def tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -222,7 +226,7 @@ def test_merge_killed_midway_leaves_nothing_cached_and_a_rerun_completes(setup, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe,settings,count", RECIPES, ids=[s.get("combination", r) for r, s, _ in RECIPES])
+@pytest.mark.parametrize("recipe,settings,count", ON_SMOLLM2, ids=[s.get("combination", r) for r, s, _ in ON_SMOLLM2])
 def test_streamed_merge_equals_peft_on_smollm2(smollm2_dir, tmp_path_factory, tmp_path, recipe, settings, count):
     root = tmp_path_factory.getbasetemp() / "smollm2_adapters"
     adapters = [root / f"a{i}" for i in range(2)]
