@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from platypus.fields import BENCHMARK_SOURCES, NOT_KNOWN, ON_BAD_ROW, choice, positive, ranged, unit_interval
+from platypus.fields import BenchmarkSource, OnBadRow, positive, ranged, unit_interval
 
 
 # --------------------------------------------------------------------------- data / curate
@@ -69,7 +69,7 @@ class SearchConfig:
 @dataclass
 class CurateConfig:
     name: str = MISSING
-    on_bad_row: str = choice("error", ON_BAD_ROW, NOT_KNOWN)  # skip: drop and count unreadable rows
+    on_bad_row: OnBadRow = OnBadRow.error  # skip: drop and count unreadable rows
     # The steps in the order they run: name -> a platypus.stages.curate.steps.Step named by _target_, its
     # parameters beside it (curate.steps.dedup.threshold, ...; built by platypus.plugins.build). Listed = run.
     steps: Dict[str, Any] = field(default_factory=dict)
@@ -103,6 +103,5 @@ class BenchmarkConfig:
 
 @dataclass
 class BenchmarksConfig:
-    source: str = choice("bundled", BENCHMARK_SOURCES, "{key}={value!r}: use one of {options} (the config group: "
-                                                       "benchmarks=bundled|hub).")
+    source: BenchmarkSource = BenchmarkSource.bundled  # the config group: benchmarks=bundled|hub
     sets: Dict[str, BenchmarkConfig] = field(default_factory=dict)

@@ -6,6 +6,7 @@ import gzip
 import json
 from typing import Any
 
+from platypus.fields import BenchmarkSource
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256
 from platypus.resources import BENCHMARKS, bundled
@@ -21,9 +22,9 @@ def load_benchmark_questions(benchmarks_cfg: Any, names: list[str]) -> dict[str,
                 f"valid names: {', '.join(sorted(benchmarks_cfg.sets))}."
             )
         bench = benchmarks_cfg.sets[name]
-        if benchmarks_cfg.source == "bundled":
+        if benchmarks_cfg.source == BenchmarkSource.bundled:
             records = _bundled_records(name, bench)
-        elif benchmarks_cfg.source == "hub":
+        elif benchmarks_cfg.source == BenchmarkSource.hub:
             records = _hub_records(name, bench)
         else:
             raise PlatypusError(f"benchmarks.source={benchmarks_cfg.source!r} is not known; use bundled or hub.")
@@ -70,7 +71,7 @@ def benchmark_identity(benchmarks_cfg: Any, names: list[str]) -> dict[str, dict]
         bench = benchmarks_cfg.sets.get(name)
         if bench is None:
             continue  # unknown name: loading the questions says so, with the valid ones
-        if benchmarks_cfg.source == "bundled" and bench.test_split in bench.files:
+        if benchmarks_cfg.source == BenchmarkSource.bundled and bench.test_split in bench.files:
             file = bench.files[bench.test_split]
             found[name] = {"bundled": file, "sha256": file_sha256(bundled(BENCHMARKS, file))}
         else:

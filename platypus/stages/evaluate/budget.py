@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from platypus.fields import Role
+from platypus.fields import BenchmarkSource, Dtype, Precision, Role
 from platypus.planning import BYTES, GIB, OVERHEAD_GIB, ModelFacts, StagePlan
 
 MFU = 0.45  # scoring: prefill only, long few-shot contexts (stated, not measured)
@@ -38,7 +38,7 @@ def plan_evaluation(cfg: DictConfig, model: ModelFacts, made: list[str]) -> Stag
     from platypus.stages.evaluate.documents import task_limit
 
     roles = [role for role in cfg.evaluate.include if role == Role.base or role in made]
-    eval_dtype = cfg.eval.dtype if cfg.eval.dtype != "auto" else "bfloat16"
+    eval_dtype = cfg.eval.dtype if cfg.eval.dtype != Precision.auto else Dtype.bfloat16
     gib = (model.parameters * BYTES[eval_dtype] + 4096 * model.arch["vocab_size"] * 4) / GIB \
         + float(cfg.eval.kv_cache_gb) + OVERHEAD_GIB
     per_document = TOKENS_PER_DOCUMENT["prefix" if scores_shared_contexts(cfg.eval) else "hf"]
@@ -49,7 +49,7 @@ def plan_evaluation(cfg: DictConfig, model: ModelFacts, made: list[str]) -> Stag
                      details={"models": roles, "tokens_per_model": tokens})
     part.basis = (f"{len(roles)} models ({', '.join(roles)}) x {tokens / 1e6:.3g} M tokens computed (eval.backend.model="
                   f"{eval_backend(cfg.eval).model}), MFU {part.mfu:.2f} ({part.mfu_basis})")
-    if cfg.benchmarks.source == "hub":
+    if cfg.benchmarks.source == BenchmarkSource.hub:
         from platypus.resources import BENCHMARKS
 
         size = sum(f.stat().st_size for f in BENCHMARKS.rglob("*.gz"))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from platypus.fields import LogprobSum
 from platypus.stages.evaluate.prefix_schedule import (
     CONTEXTS_PER_PASS, PREFIX_NAME, Group, Pass, TokenCounts, count_tokens, model_input, passes, rows_per_pass,
 )
@@ -45,7 +46,7 @@ LOGPROB_SUMS = ("float64", "model_dtype")
 def sum_logprobs(values: torch.Tensor, how: str) -> float:
     """A continuation's log-probability from its tokens' ones (in the softmax's dtype). ``model_dtype``: one sum in
     that dtype, rounded to it, as HFLM (``float(logits.sum())``) and the v1 harness do; ``float64``: exact sum."""
-    return float(values.sum()) if how == "model_dtype" else float(values.double().sum())
+    return float(values.sum()) if how == LogprobSum.model_dtype else float(values.double().sum())
 
 
 @register_model(PREFIX_NAME)

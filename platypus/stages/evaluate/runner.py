@@ -25,7 +25,7 @@ from platypus.runtime.identity import digest
 from platypus.runtime.io import read_json, write_json_atomic
 import platypus.stages.evaluate.report as report
 from platypus.config import EvalConfig, filled
-from platypus.fields import Role
+from platypus.fields import BenchmarkSource, Role, Subset
 from platypus.stages.evaluate.files import FILES
 import platypus.stages.evaluate.stats as stats
 from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
@@ -80,7 +80,7 @@ def _run_task(lm, task: SuiteTask, task_manager, num_fewshot: int, documents: Ma
 def _documents(eval_cfg: Mapping[str, Any], key: str, task: SuiteTask, task_manager) -> dict[str, Any]:
     """lm-eval's document selection for a suite task (tasks are loaded only to draw a random subset)."""
     limit, subset = task_limit(eval_cfg, key), eval_cfg["subset"]
-    if limit is None or subset == "first":
+    if limit is None or subset == Subset.first:
         return choose({}, limit, subset, 0)
     return choose(task_manager.load(task.lm_eval_names)["tasks"], limit, subset, int(eval_cfg["subset_seed"]))
 
@@ -110,11 +110,11 @@ def _check_labels(models: list[EvalModel]) -> None:
 
 
 def _prepare(eval_cfg, benchmarks_cfg, out_dir: Path, cache_dir: Path, log: Callable[[str], None]) -> Evaluation:
-    eval_cfg, benchmarks_cfg = filled(EvalConfig, eval_cfg), plain_config(benchmarks_cfg)
+    eval_cfg, benchmarks_cfg = filled(EvalConfig, eval_cfg, "eval"), plain_config(benchmarks_cfg)
     eval_cfg = {**eval_cfg, "device": resolve_device(eval_cfg)}  # recorded, and named in the table's header
     suite = build_suite(eval_cfg, benchmarks_cfg, Path(out_dir) / "tasks", Path(cache_dir), log)
     task_manager = suite.task_manager()
-    if suite.source == "hub":
+    if suite.source == BenchmarkSource.hub:
         check_hub_names(suite, benchmarks_cfg, task_manager)
     documents = {key: _documents(eval_cfg, key, task, task_manager) for key, task in suite.tasks.items()}
     return Evaluation(eval_cfg, benchmarks_cfg, suite, task_manager, documents, resolve_batch_size(eval_cfg),
@@ -222,7 +222,7 @@ def _evaluate_model(ev: Evaluation, model: EvalModel) -> dict[str, Any]:
         seconds[key] = cached["seconds"]
         task_settings[key] = {k: settings[k] for k in ("num_fewshot", "fewshot_stream", "limit")}
         note = ev.benchmarks_cfg["sets"][task.benchmark].get("note")
-        if ev.suite.source == "bundled" and note:
+        if ev.suite.source == BenchmarkSource.bundled and note:
             task_settings[key]["note"] = note
     loader.release()
     settings = {

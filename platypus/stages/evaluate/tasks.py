@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from platypus.fields import BenchmarkSource, FewshotStream
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest, file_sha256
 from platypus.runtime.io import staged_folder
@@ -48,7 +49,7 @@ class SuiteTask:
 
     def lm_eval_fewshot(self, num_fewshot: int) -> int:
         """The few-shot count lm-eval is given: 0 where the v1 blocks are already in the documents."""
-        return 0 if self.fewshot_stream == "v1" else num_fewshot
+        return 0 if self.fewshot_stream == FewshotStream.v1 else num_fewshot
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Suite:
 
         if self.include_path is None:
             return TaskManager()
-        return TaskManager(include_path=str(self.include_path), include_defaults=self.source == "hub")
+        return TaskManager(include_path=str(self.include_path), include_defaults=self.source == BenchmarkSource.hub)
 
 
 # --------------------------------------------------------------------------- official YAMLs
@@ -158,14 +159,14 @@ def build_suite(
             _official_yaml(name, bench)
             subjects, names = {}, [bench["task"]]
         tasks[key] = SuiteTask(key=key, benchmark=name, lm_eval_names=names, subjects=subjects)
-        if source == "bundled":
+        if source == BenchmarkSource.bundled:
             definitions.update(_bundled_definitions(name, bench, cache_dir))
-    suite = Suite(source=source, tasks=tasks, include_path=None if source == "hub" else folder)
-    if source == "bundled":
+    suite = Suite(source=source, tasks=tasks, include_path=None if source == BenchmarkSource.hub else folder)
+    if source == BenchmarkSource.bundled:
         folder.mkdir(parents=True, exist_ok=True)
         for task_name, definition in definitions.items():
             (folder / f"{task_name}.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
-    if eval_cfg.get("fewshot_stream", "lm_eval") == "v1":
+    if eval_cfg.get("fewshot_stream", FewshotStream.lm_eval) == FewshotStream.v1:
         suite = _replay_v1(suite, eval_cfg, benchmarks_cfg, definitions, folder, log)
     return suite
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from platypus.config import LoraConfig, TrainConfig
-from platypus.fields import validate
+from platypus.fields import Dtype, Precision, validate
 from platypus.runtime import hardware
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.run import world_size
@@ -65,10 +65,10 @@ def check_processes(cfg: DictConfig) -> None:
         )
 
 
-def resolve_precision(asked: str, cuda: bool) -> str:
-    """``auto``: bf16 on CUDA GPUs that have it (fp16 on older ones); on CPU bf16 autocast where the CPU
-    computes bf16 natively, else fp32. Autocast: the LoRA weights stay fp32, except under QLoRA with bf16 and
-    DeepSpeed ZeRO-3 (then bf16: docs/gpu.md)."""
-    if asked == "fp16" and not cuda:
-        raise PlatypusError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (autocast) or fp32.")
-    return asked if asked != "auto" else hardware.fast_precision(cuda)
+def resolve_precision(asked: str, cuda: bool) -> Dtype:
+    """``auto``: bfloat16 on CUDA GPUs that have it (float16 on older ones); on CPU bfloat16 autocast where the CPU
+    computes bf16 natively, else float32. Autocast: the LoRA weights stay float32, except under QLoRA with bfloat16
+    and DeepSpeed ZeRO-3 (then bfloat16: docs/gpu.md)."""
+    if asked == Dtype.float16 and not cuda:
+        raise PlatypusError("train.precision=float16 needs a CUDA GPU; on CPU use bfloat16 (autocast) or float32.")
+    return Dtype(asked) if asked != Precision.auto else hardware.fast_precision(cuda)
