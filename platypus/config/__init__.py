@@ -18,15 +18,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from platypus.config.data import (
-    BenchmarkConfig, BenchmarksConfig, CurateConfig, DataConfig, EmbeddingConfig, SearchConfig, SourceConfig,
+    BenchmarkConfig, BenchmarkFacts, BenchmarkPlan, BenchmarksConfig, CurateConfig, DataConfig, EmbeddingConfig,
+    SearchConfig, SourceConfig,
 )
 from platypus.config.evaluate import EvalConfig, EvalTaskConfig, EvaluateConfig, PublishedConfig
 from platypus.config.model import LoraConfig, MergeConfig, ModelConfig, TrainConfig
 from platypus.fields import CacheVerify, choice_message, choice_of, ranged
 
 __all__ = [  # the sections, importable from here
-    "BenchmarkConfig", "BenchmarksConfig", "CurateConfig", "DataConfig", "EmbeddingConfig", "EvalConfig",
-    "EvalTaskConfig", "EvaluateConfig", "LoraConfig", "MergeConfig", "ModelConfig", "PublishedConfig", "RootConfig",
+    "BenchmarkConfig", "BenchmarkFacts", "BenchmarkPlan", "BenchmarksConfig", "CurateConfig", "DataConfig",
+    "EmbeddingConfig", "EvalConfig", "EvalTaskConfig", "EvaluateConfig", "LoraConfig", "MergeConfig", "ModelConfig", "PublishedConfig", "RootConfig",
     "SearchConfig", "SourceConfig", "TrainConfig", "compose", "conf_dir", "filled", "register",
 ]
 CONFIG_MODULE = "platypus.conf"  # the config groups: conf/ in a checkout, shipped in the wheel under this name

@@ -75,11 +75,34 @@ class CurateConfig:
     steps: Dict[str, Any] = field(default_factory=dict)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    # The benchmarks whose test questions the decontamination steps compare the rows with.
-    benchmarks: List[str] = field(default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"])
+    # The benchmarks whose test questions the decontamination steps compare the rows with; null: every entry of
+    # benchmarks.sets whose facts.decontaminate is true.
+    benchmarks: Optional[List[str]] = None
 
 
 # --------------------------------------------------------------------------- benchmarks
+@dataclass
+class BenchmarkPlan:
+    """What plan=true assumes for a benchmark (platypus/stages/evaluate/budget.py): the documents of its evaluated
+    split, and the tokens run per document at its v1 few-shot count, computed by our scorer (each shared context
+    once) and requested (what HFLM and vLLM run)."""
+
+    documents: int = ranged(MISSING, positive)
+    subjects: int = ranged(1, positive)  # a limit applies per subject (MMLU: 57)
+    tokens_computed: float = MISSING
+    tokens_requested: float = MISSING
+
+
+@dataclass
+class BenchmarkFacts:
+    """What a run does with a benchmark beside reading its data (not part of an evaluation result's key)."""
+
+    v1_average: bool = False  # counts in the Open LLM Leaderboard v1 average (leaderboard_avg)
+    decontaminate: bool = False  # curate compares the rows with its test questions (unless curate.benchmarks is set)
+    v1_fewshot_stream: bool = False  # eval.fewshot_stream=v1 replays the v1 harness's exemplars for it
+    plan: Optional[BenchmarkPlan] = None  # null: plan=true leaves its evaluation out
+
+
 @dataclass
 class BenchmarkConfig:
     """One benchmark: where its data is and how lm-eval defines its task(s)."""
@@ -99,6 +122,7 @@ class BenchmarkConfig:
     # Overrides of the lm-eval task keys (only what the data location forces).
     overrides: Dict[str, Optional[str]] = field(default_factory=dict)
     note: Optional[str] = None
+    facts: BenchmarkFacts = field(default_factory=BenchmarkFacts)
 
 
 @dataclass

@@ -22,12 +22,8 @@ def load_benchmark_questions(benchmarks_cfg: Any, names: list[str]) -> dict[str,
                 f"valid names: {', '.join(sorted(benchmarks_cfg.sets))}."
             )
         bench = benchmarks_cfg.sets[name]
-        if benchmarks_cfg.source == BenchmarkSource.bundled:
-            records = _bundled_records(name, bench)
-        elif benchmarks_cfg.source == BenchmarkSource.hub:
-            records = _hub_records(name, bench)
-        else:
-            raise PlatypusError(f"benchmarks.source={benchmarks_cfg.source!r} is not known; use bundled or hub.")
+        bundled_copy = benchmarks_cfg.source == BenchmarkSource.bundled
+        records = _bundled_records(name, bench) if bundled_copy else _hub_records(name, bench)
         questions[name] = [_question(r, name, bench.question_field) for r in records]
     return questions
 

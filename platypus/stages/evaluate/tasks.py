@@ -27,7 +27,6 @@ from platypus.stages.evaluate import fewshot_v1
 
 SUBJECT = "{subject}"
 SUBJECT_FIELD = "subject"
-SOURCES = ("bundled", "hub")
 
 
 def lm_eval_tasks_dir() -> Path:
@@ -135,6 +134,11 @@ def resolve_benchmark(task_key: str, task_cfg: Mapping[str, Any], benchmarks_cfg
     return name, sets[name]
 
 
+def data_definition(bench: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``benchmarks.sets`` entry without its facts: what an evaluation result is computed from."""
+    return {key: value for key, value in bench.items() if key != "facts"}
+
+
 def build_suite(
     eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any], folder: Path, cache_dir: Path,
     log: Callable[[str], None] = print,
@@ -142,8 +146,6 @@ def build_suite(
     """Resolve every ``eval.tasks`` entry; for bundled data, write the task YAMLs into ``folder``; with
     ``eval.fewshot_stream=v1``, rewrite ARC's and HellaSwag's to carry v1's exemplars."""
     source = benchmarks_cfg["source"]
-    if source not in SOURCES:
-        raise PlatypusError(f"benchmarks.source={source!r}: use one of {', '.join(SOURCES)}.")
     if not eval_cfg["tasks"]:
         raise PlatypusError(f"eval.tasks of suite '{eval_cfg.get('name')}' is empty: nothing to evaluate.")
     tasks: dict[str, SuiteTask] = {}
@@ -173,10 +175,12 @@ def build_suite(
 
 def _replay_v1(suite: Suite, eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any],
                definitions: Mapping[str, dict], folder: Path, log: Callable[[str], None]) -> Suite:
-    """The suite with ARC's and HellaSwag's tasks replaying v1's exemplars (a task whose pool, its train split,
-    is not available is said so in one line and keeps lm-eval's sampler)."""
+    """The suite with the tasks of the benchmarks marked ``facts.v1_fewshot_stream`` (ARC, HellaSwag) replaying v1's
+    exemplars (a task whose pool, its train split, is not available is said so in one line and keeps lm-eval's
+    sampler)."""
     chosen = {key: task for key, task in suite.tasks.items()
-              if task.benchmark in fewshot_v1.BENCHMARKS and int(eval_cfg["tasks"][key]["num_fewshot"]) > 0}
+              if benchmarks_cfg["sets"][task.benchmark]["facts"]["v1_fewshot_stream"]
+              and int(eval_cfg["tasks"][key]["num_fewshot"]) > 0}
     if not chosen:
         return suite
     loaded = suite.task_manager().load([task.lm_eval_names[0] for task in chosen.values()])["tasks"]
