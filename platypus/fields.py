@@ -34,9 +34,10 @@ class Choice(str, Enum):
         return [member.value for member in cls]
 
 
-def choices(name: str, *values: str) -> Any:
-    """A :class:`Choice` whose values are not Python identifiers (``4bit``)."""
-    return Choice(name, [(value, value) for value in values], module=__name__)
+def choices(name: str, *values: str, module: str = __name__) -> Any:
+    """A :class:`Choice` from its values (they need not be Python identifiers: ``4bit``); ``module``: where it is
+    defined, for pickling (a plug-in's own set)."""
+    return Choice(name, [(value, value) for value in values], module=module)
 
 
 class Role(Choice):
@@ -90,7 +91,7 @@ SIMILARITY = ("{key}={value} is outside (0, 1]; it is a cosine similarity: set {
 def choice_message(key: str, value: Any, options: type[Enum], example: str | None = None) -> str:
     """The paragraph for ``key=value`` outside the choice set ``options`` (a former spelling: its new one);
     ``example``: a valid value, as written on the command line."""
-    allowed = [member.name for member in options]
+    allowed = [member.value if isinstance(member.value, str) else member.name for member in options]
     renamed = FORMER_SPELLINGS.get(str(value))
     if renamed is not None and renamed.value in allowed:
         return (f"{key}={value} is now spelled {key}={renamed.value}: precision and dtype values are torch's names; "

@@ -40,7 +40,6 @@ from platypus.stages.evaluate.prefix_schedule import (
 )
 
 DEFAULT_KV_CACHE_GB = 4.0
-LOGPROB_SUMS = ("float64", "model_dtype")
 
 
 def sum_logprobs(values: torch.Tensor, how: str) -> float:
@@ -61,11 +60,9 @@ class PrefixLM(HFLM):
     """
 
     def __init__(self, *args, kv_cache_gb: float | str = DEFAULT_KV_CACHE_GB, answers_per_pass: int | str | None = None,
-                 logprob_sum: str = "float64", **kwargs) -> None:
+                 logprob_sum: str = LogprobSum.float64, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if logprob_sum not in LOGPROB_SUMS:
-            raise ValueError(f"logprob_sum={logprob_sum!r}: use one of {LOGPROB_SUMS}")
-        self.logprob_sum = logprob_sum
+        self.logprob_sum = LogprobSum(logprob_sum)  # lm-eval's model_args: a string, refused here if unknown
         self.kv_cache_bytes = int(float(kv_cache_gb) * 2**30)
         self.answers_per_pass = int(answers_per_pass) if answers_per_pass not in (None, "", "None") else 1 << 30
         self.counts = TokenCounts()  # what this object has scored so far

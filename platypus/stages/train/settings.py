@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from platypus.config import LoraConfig, TrainConfig
-from platypus.fields import Dtype, Precision, validate
+from platypus.fields import Dtype, Precision, choice_message, validate
 from platypus.runtime import hardware
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.run import world_size
@@ -24,6 +24,15 @@ def gradient_accumulation(global_batch: int, micro_batch: int, world_size: int) 
     return global_batch // per_step
 
 
+def check_scheduler(name: str) -> None:
+    """train.lr_scheduler is one of transformers' schedulers (its SchedulerType: importing it imports torch, so it
+    is checked here rather than typed in the schema)."""
+    from transformers.trainer_utils import SchedulerType
+
+    if name not in [member.value for member in SchedulerType]:
+        raise PlatypusError(choice_message("train.lr_scheduler", name, SchedulerType, "cosine"))
+
+
 def check_settings(cfg: DictConfig, lora: DictConfig) -> None:
     """What the schema's ranges cannot say about ``train.*`` / ``lora.*``: at the start of the run and before
     training (the schema's own checks included, so a trainer built from Python is checked too)."""
@@ -31,6 +40,7 @@ def check_settings(cfg: DictConfig, lora: DictConfig) -> None:
     validate(lora, LoraConfig, "lora.")
     resolve_precision(cfg.precision, torch.cuda.is_available())
     check_processes(cfg)
+    check_scheduler(cfg.lr_scheduler)
     if cfg.template != "chat":
         load_template(cfg.template)
     if cfg.max_steps == -1 and not cfg.num_epochs > 0:
