@@ -73,6 +73,13 @@ def test_cli_wrong_type_names_key_and_expected_type(tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_former_precision_spelling_names_the_new_one(tmp_path):
+    text = cli(tmp_path, "train.precision=fp16")
+    assert "train.precision=fp16 is now spelled train.precision=float16" in text
+    assert "train.precision takes auto, bfloat16, float16, float32" in text
+
+
+@pytest.mark.slow
 def test_cli_threshold_out_of_range_fails_before_the_run_folder_exists(tmp_path):
     text = cli(tmp_path, "curate.steps.dedup.threshold=1.5")
     assert "curate.steps.dedup.threshold=1.5 is outside (0, 1]" in text and "curate.steps.dedup.threshold=0.8" in text
