@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	$(OFFLINE) $(PY) run.py $(ARGS)
 
+# Test files run in parallel, one per core (at most 4: each may hold a model in memory).
 test: install
-	$(OFFLINE) $(PY) -m pytest -q $(ARGS)
+	$(OFFLINE) $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile $(ARGS)
 
 test-fast: install
 	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not e2e" $(ARGS)

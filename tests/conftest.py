@@ -35,6 +35,11 @@ os.environ.update({
     "TORCHINDUCTOR_CACHE_DIR": str(HERMETIC / "torchinductor"),
     "TRITON_CACHE_DIR": str(HERMETIC / "triton"),
 })
+# Under pytest-xdist (make test runs -n auto) the workers share the cores rather than each taking all of them;
+# set before torch is imported, and inherited by the processes tests start.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")

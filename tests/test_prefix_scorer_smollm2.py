@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -27,7 +28,10 @@ pytestmark = pytest.mark.slow
 
 
 def vector_isa() -> str:
-    """avx512 or avx2: which float32 kernels torch runs here (the recording must come from the same kind)."""
+    """avx512 or avx2: which float32 kernels torch runs here (the recording must come from the same kind);
+    PLATYPUS_ISA names it where the kernels were capped (tests/reference/make_smollm2_hflm.py)."""
+    if os.environ.get("PLATYPUS_ISA"):
+        return os.environ["PLATYPUS_ISA"]
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -50,8 +54,9 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_tasks(lm, suite_dir: Path, cache_dir: Path, docs: int | dict | None = None) -> dict:
-    """{lm-eval task: {"metrics", "docs": [{doc_id, requests digest, resps, per-document metrics}]}}."""
+def run_tasks(lm, suite_dir: Path, cache_dir: Path, docs: int | dict | None = None, only: list | None = None) -> dict:
+    """{lm-eval task: {"metrics", "docs": [{doc_id, requests digest, resps, per-document metrics}]}} for every
+    task of TASKS, or those named in ``only``."""
     import lm_eval
     from platypus.stages.evaluate.tasks import build_suite
     from tests.helpers import compose_config
@@ -60,6 +65,8 @@ def run_tasks(lm, suite_dir: Path, cache_dir: Path, docs: int | dict | None = No
     manager = build_suite(cfg.eval, cfg.benchmarks, suite_dir, cache_dir).task_manager()
     out = {}
     for name, (shots, limit) in TASKS.items():
+        if only and name not in only:
+            continue
         limit = docs.get(name, limit) if isinstance(docs, dict) else docs or limit
         result = lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=shots, limit=limit,
                                          task_manager=manager, log_samples=True, **SEEDS)

@@ -9,7 +9,7 @@ By default (CI) the first write point of each library writer and Hydra's own con
 errors used to escape). PLATYPUS_FAULT_LOOP=spread adds the first point of every kind (mkdir, open, rename,
 replace, link into the stage cache); PLATYPUS_FAULT_LOOP=full runs every write point N = 1, 2, ... (the spread
 first) and then one past the last, where the run completes with none failing; PLATYPUS_FAULT_WORKERS=k runs k at
-a time.
+a time; PLATYPUS_FAULT_POINTS=a-b keeps the points a..b of that order (a long sweep split over sittings or machines).
 """
 
 from __future__ import annotations
@@ -142,6 +142,10 @@ def test_every_write_point_fails_cleanly_and_a_rerun_completes(tiny_model_dir, t
     chosen = spread(points, LIBRARY_WRITERS if loop == "libraries" else None)
     if full:  # the spread first, then every other point in turn
         chosen += [n for n in range(1, len(points) + 1) if n not in chosen]
+    if os.environ.get("PLATYPUS_FAULT_POINTS"):
+        first, last = (int(x) for x in os.environ["PLATYPUS_FAULT_POINTS"].split("-"))
+        chosen = [n for n in chosen if first <= n <= last]
+        full = full and last >= len(points)
     def attempt(n: int) -> str | None:
         try:
             fault_at(n, tmp_path, tiny_model_dir, reference, points)
