@@ -64,7 +64,7 @@ class Dtype(Choice):
 
 # train.precision and eval.dtype: a Dtype, or auto (the fastest this machine has: platypus/runtime/hardware.py)
 Precision = Choice("Precision", [("auto", "auto"), *((d.value, d.value) for d in Dtype)], module=__name__)
-FORMER_SPELLINGS = {"fp16": Dtype.float16, "bf16": Dtype.bfloat16, "fp32": Dtype.float32}  # train.precision, < 0.2
+FORMER_SPELLINGS = {"fp16": Dtype.float16, "bf16": Dtype.bfloat16, "fp32": Dtype.float32}  # before: README migration
 Quantization = choices("Quantization", "none", "4bit", "8bit")  # model.quantization; 4bit/8bit: QLoRA, CUDA only
 LoraBias = choices("LoraBias", "none", "all", "lora_only")  # lora.bias
 LossAverage = choices("LossAverage", "token", "sequence")  # train.loss_average: platypus/stages/train/loss.py
