@@ -4,7 +4,7 @@ The paper's side is a faithful re-implementation of Platypus' finetune.py (itsel
 prompt, ``tokenizer(prompt + output)`` truncated to cutoff_len with the end token appended, labels -100 over the
 prompt, the HF Trainer over right-padded micro-batches from DataCollatorForSeq2Seq(pad_to_multiple_of=8), no
 packing, fp32 (the paper trained in fp16 on GPUs; the HF Trainer has no fp16 on CPU). Ours: the cpu_quick preset
-(packing, train.precision=auto = bf16 autocast on CPUs with AMX, else fp32; --ours-precision fp32 for the
+(packing, train.precision=auto = bf16 autocast on CPUs with AMX, else fp32; --ours-precision float32 for the
 ablation). Both sides: SmolLM2-135M-Instruct, the same rows of the bundled Open-Platypus set (one epoch), the
 same LoRA (lora=platypus), learning rate, schedule, global batch, seed and threads.
 Each side runs in its own subprocess (peak RSS = its VmHWM). Reported: non-padding tokens/s (the Trainer's

@@ -86,7 +86,7 @@ def train(quantization: str, dtype: str, precision: str, work: Path, steps: int 
     finite = bool(losses) and all(math.isfinite(x) for x in losses)
     result = {"losses": losses, "lora_dtypes": lora, "finite": finite,
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-    result["ok"] = finite and (precision != "fp16" or lora == ["torch.float32"])
+    result["ok"] = finite and (precision != "float16" or lora == ["torch.float32"])
     return result
 
 
@@ -150,11 +150,11 @@ def run_step(name: str, work: Path) -> dict:
     import torch
 
     if name == "train_8bit_fp16":
-        return train("8bit", "float16", "fp16", work)
+        return train("8bit", "float16", "float16", work)
     if name == "train_8bit_bf16":
-        return train("8bit", "bfloat16", "bf16", work)
+        return train("8bit", "bfloat16", "bfloat16", work)
     if name == "train_4bit":
-        return train("4bit", "bfloat16", "bf16", work)
+        return train("4bit", "bfloat16", "bfloat16", work)
     if name == "eval_fp16":
         return compare(scored("prefix", work), scored("hf", work))
     if name == "vllm":

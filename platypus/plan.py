@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from platypus import stages
+from platypus.fields import Quantization
 from platypus.planning import (A100, BYTES, CALIBRATED, CALIBRATION, H100, H100_SPEEDUP, ModelFacts, architecture,
                                fits_80gb, gpu_hours, gpus_needed, on_hub, parameters)
 from platypus.runtime.errors import PlatypusError
@@ -26,7 +27,7 @@ def model_facts(cfg: DictConfig) -> ModelFacts:
                             f"its size is unknown offline: give its hidden_size, intermediate_size, num_hidden_layers, "
                             f"num_attention_heads, num_key_value_heads, vocab_size (as conf/model/llama2_13b.yaml "
                             f"does).")
-    quantized = cfg.model.quantization != "none"
+    quantized = cfg.model.quantization != Quantization.none
     return ModelFacts(arch, parameters(arch), BYTES[cfg.model.quantization if quantized else cfg.model.dtype])
 
 

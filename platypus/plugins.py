@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from platypus.fields import choice_message, choice_of
 from platypus.runtime.errors import PlatypusError
 
 T = TypeVar("T")
@@ -66,6 +67,9 @@ def build(node: Any, base: type[T], where: str) -> T:
         return OmegaConf.to_object(typed)
     except OmegaConfBaseException as error:
         key = f"{where}.{error.full_key}" if getattr(error, "full_key", None) else where
+        options = choice_of(cls, error.full_key) if getattr(error, "full_key", None) else None
+        if options is not None:
+            raise PlatypusError(f"{choice_message(key, error.value, options)[:-1]} ({cls.__name__}).") from None
         raise PlatypusError(f"{key}: {error.msg.splitlines()[0]} ({cls.__name__}).") from None
     except (TypeError, ValueError) as error:
         raise PlatypusError(f"{where} ({cls.__name__}): {error}") from None

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from hydra.experimental.callback import Callback
 
-from platypus.fields import MODEL_ROLES
+from platypus.fields import Role
 from platypus.runtime.errors import EXIT_USER_ERROR
 from platypus.runtime.failures import reported
 from platypus.runs import collect, find_runs
@@ -31,7 +31,7 @@ log = logging.getLogger("platypus")
 HEAD = ["job", "swept", "vs_ref", "overrides", "curate_kept", "curate_removed"]
 TRAIN = ["train_loss", "train_steps"]
 TAIL = ["wall_s", "compute_s", "computed", "reused", "path"]
-MODEL_ORDER = (*MODEL_ROLES, "vs_ref")
+MODEL_ORDER = (*Role.names(), "vs_ref")
 HIDDEN = ("stderr",) + NUMBERS  # column endings the csv has and summary.md leaves out
 
 

@@ -73,6 +73,13 @@ def test_cli_wrong_type_names_key_and_expected_type(tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_former_precision_spelling_names_the_new_one(tmp_path):
+    text = cli(tmp_path, "train.precision=fp16")
+    assert "train.precision=fp16 is now spelled train.precision=float16" in text
+    assert "train.precision takes auto, bfloat16, float16, float32" in text
+
+
+@pytest.mark.slow
 def test_cli_threshold_out_of_range_fails_before_the_run_folder_exists(tmp_path):
     text = cli(tmp_path, "curate.steps.dedup.threshold=1.5")
     assert "curate.steps.dedup.threshold=1.5 is outside (0, 1]" in text and "curate.steps.dedup.threshold=0.8" in text
@@ -163,8 +170,23 @@ def precheck_error(capsys, *argv: str) -> str:
     (["stages=curate"], ["Wrong type for config key 'stages'", "a list of strings", "stages=[curate,train,merge,evaluate]"]),
     (["model.path=null"], ["Wrong type for config key 'model.path'", "is not Optional", "expects a string"]),
     (["train.max_steps=[1"], ["Could not parse the command-line argument 'train.max_steps=[1'"]),
+    # a closed choice set is an Enum: a value outside it fails when Hydra composes, named with its choices
+    (["train.precision=fp16"], ["train.precision=fp16 is now spelled train.precision=float16",
+                                "train.precision takes auto, bfloat16, float16, float32"]),
+    (["train.precision=fp64"], ["train.precision='fp64' is not one of auto, bfloat16, float16, float32",
+                                "e.g. train.precision=auto"]),
+    (["-m", "train.precision=float32,bogus"], ["train.precision='bogus' is not one of auto, bfloat16"]),
+    (["curate.on_bad_row=ignore"], ["curate.on_bad_row='ignore' is not one of error, skip", "curate.on_bad_row=error"]),
+    (["train.resume=maybe"], ["train.resume='maybe' is not one of auto, never"]),
+    (["model.dtype=float8"], ["model.dtype='float8' is not one of bfloat16, float16, float32", "model.dtype=float32"]),
+    (["model.quantization=3bit"], ["model.quantization='3bit' is not one of none, 4bit, 8bit"]),
+    (["eval.dtype=fp8"], ["eval.dtype='fp8' is not one of auto, bfloat16, float16, float32"]),
+    (["benchmarks.source=web"], ["benchmarks.source='web' is not one of bundled, hub"]),
+    (["evaluate.include=[base,mergd]"], ["evaluate.include='mergd' is not one of base, target, adapter, merged",
+                                         "e.g. evaluate.include=[base,merged]"]),
 ], ids=["top-level-typo", "nested-typo", "lora.rr", "unknown-eval-task", "new-dict-entry", "group-option", "sweep-option",
-        "sweep-without-multirun", "list-type", "not-optional", "parse-error"])
+        "sweep-without-multirun", "list-type", "not-optional", "parse-error", "former-precision", "unknown-precision",
+        "swept-choice", "on_bad_row", "resume", "dtype", "quantization", "eval.dtype", "benchmarks.source", "include"])
 def test_precheck_messages(capsys, argv, expected):
     text = precheck_error(capsys, *argv, "--cfg", "job")
     for part in expected:
@@ -188,27 +210,23 @@ RANGE_AND_ENUM_CASES = [
     (["merge=weighted_ties", "merge.recipe.density=1.5"], ["needs density in (0, 1]", "got 1.5", "merge.recipe.density=0.5"]),
     (["data.sources.open_platypus_rebuild.fraction=1.5"],
      ["data.sources.open_platypus_rebuild.fraction=1.5 is outside (0, 1]", "or null to keep every row"]),
-    (["curate.on_bad_row=ignore"], ["curate.on_bad_row='ignore' is not known; use one of error, skip"]),
-    (["curate.steps.dedup.keep=last"], ["curate.steps.dedup.keep='last' is not known; use one of first, longest"]),
-    (["curate.steps.decontaminate.policy=some"], ["curate.steps.decontaminate.policy='some' is not known; use one of all, nearest_only"]),
+    (["curate.steps.dedup.keep=last"], ["curate.steps.dedup.keep='last' is not one of first, longest"]),
+    (["curate.steps.decontaminate.policy=some"], ["curate.steps.decontaminate.policy='some' is not one of all, nearest_only"]),
+    (["curate.steps.dedup.screen=bf16"], ["curate.steps.dedup.screen=bf16 is now spelled curate.steps.dedup.screen=bfloat16"]),
     (["train.template=vicuna"], ["train.template='vicuna' is not a known template; use one of", "alpaca", "chat"]),
-    (["train.precision=fp64"], ["train.precision='fp64': use auto, fp32, bf16"]),
-    (["train.resume=maybe"], ["train.resume='maybe': use auto", "or never"]),
     (["merge.recipe._target_=platypus.stages.merge.recipes.blend.Blend"], ["merge.recipe._target_='platypus.stages.merge.recipes.blend.Blend' cannot be imported"]),
-    (["merge=weighted_cat", "merge.recipe.combination=avg"], ["combination='avg' is not one of PEFT's", "'dare_ties'"]),
+    (["merge=weighted_cat", "merge.recipe.combination=avg"], ["merge.recipe.combination='avg' is not one of linear, cat,",
+                                                            "dare_ties", "(Weighted)"]),
     (["merge=weighted_cat", "+merge.recipe.wieghts=[1.0]"], ["merge.recipe.wieghts: Weighted has no such parameter. Did you mean merge.recipe.weights?"]),
-    (["model.dtype=float8"], ["model.dtype='float8' is not a dtype this project knows; use one of bfloat16, float16, float32"]),
-    (["model.quantization=3bit"], ["model.quantization='3bit': use one of none, 4bit, 8bit"]),
     (["eval.batch_size=abc"], ["eval.batch_size='abc': use a positive integer, or 'auto'"]),
-    (["eval.dtype=fp8"], ["eval.dtype='fp8': use auto, bfloat16, float16, float32"]),
     (["eval.backend.model=tgi"], ["eval.backend.model='tgi': lm-eval has no model class by that name", "hf-prefix"]),
     (["+eval.backend.kv_cache=2"], ["eval.backend.kv_cache: PrefixBackend has no such parameter", "model, model_args"]),
     (["eval.batch_size=0"], ["eval.batch_size='0': use a positive integer, or 'auto'"]),
-    (["benchmarks.source=web"], ["benchmarks.source='web': use one of bundled, hub"]),
     (["merge.recipe=blend"], ["merge.recipe='blend': a plug-in is a node naming its class", "merge=<option>"]),
     (["+logger.api_key=abc"], ["logger.api_key: WandbTracker has no such parameter. It takes: project, mode"]),
     (["logger._target_=acme.Tracker"], ["logger._target_='acme.Tracker' cannot be imported", "No module named 'acme'"]),
-    (["logger=wandb", "logger.mode=live"], ["logger.mode: Invalid value 'live', expected one of [offline, online, disabled]"]),
+    (["logger=wandb", "logger.mode=live"], ["logger.mode='live' is not one of offline, online, disabled", "(WandbTracker)"]),
+    (["train.lr_scheduler=cosin"], ["train.lr_scheduler='cosin' is not one of linear, cosine,", "e.g. train.lr_scheduler=cosine"]),
     (["train.micro_batch_size=0"], ["train.micro_batch_size=0 must be a positive integer; set train.micro_batch_size=<n >= 1>"]),
     (["train.cutoff_len=0"], ["train.cutoff_len=0 must be a positive integer"]),
     (["train.global_batch_size=6", "train.micro_batch_size=4"], ["train.global_batch_size=6 is not a multiple of train.micro_batch_size=4"]),

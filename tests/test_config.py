@@ -116,3 +116,14 @@ def test_typos_fail_at_composition(override):
 def test_impossible_stage_lists_are_refused(stages):
     with pytest.raises(PlatypusError, match="stages="):
         check_stages(compose_config(f"stages=[{','.join(stages)}]"))
+
+
+def test_curate_decontaminates_against_the_benchmarks_marked_in_conf():
+    from platypus.stages.curate.stage import question_sets
+
+    marked = [name for name, bench in compose_with().benchmarks.sets.items() if bench.facts.decontaminate]
+    assert len(marked) == 4 and question_sets(compose_with()) == marked  # curate.benchmarks=null: the marked sets
+    assert question_sets(compose_with("curate.benchmarks=[mmlu]")) == ["mmlu"]
+    assert question_sets(compose_with("benchmarks.sets.mmlu.facts.decontaminate=false")) == \
+        [name for name in marked if name != "mmlu"]
+    assert question_sets(compose_with("curate=off")) == []  # no step reads the questions

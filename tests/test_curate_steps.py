@@ -95,7 +95,7 @@ def test_semantic_dedup_chain_needs_exact_greedy_order():
 
 @pytest.mark.parametrize("keep", ["first", "longest"])
 @pytest.mark.parametrize("block_size", [7, 64, 1000])
-@pytest.mark.parametrize("screen", ["off", "bf16"])
+@pytest.mark.parametrize("screen", ["off", "bfloat16"])
 def test_blocked_dedup_equals_naive_loop_on_planted_duplicates(keep, block_size, screen, monkeypatch):
     import platypus.stages.curate.semantic as module
 
@@ -140,7 +140,7 @@ def test_bf16_screen_keeps_rows_a_hair_below_the_threshold():
     emb = np.concatenate(rows).astype(np.float32)
     expected = naive_dedup(emb, threshold, None)
     assert expected[50:100].all() and not expected[100:].any()  # below the threshold kept, above removed
-    assert semantic_dedup(emb, threshold, screen="bf16").keep.tolist() == expected.tolist()
+    assert semantic_dedup(emb, threshold, screen="bfloat16").keep.tolist() == expected.tolist()
 
 
 # --------------------------------------------------------------------------- decontaminate

@@ -55,7 +55,7 @@ def test_mmlu_items_reproduce_the_v1_mean_and_resample_within_subjects():
     rng = np.random.default_rng(0)
     subjects = {f"s{k}": {i: float(rng.random() < 0.3 + 0.1 * k) for i in range(n)} for k, n in enumerate((5, 40, 200))}
     v1 = leaderboard_v1({"mmlu": {f"mmlu_{s}": {"acc,none": np.mean(list(v.values()))} for s, v in subjects.items()}},
-                        {"mmlu": {"metric": "acc", "lm_eval_metric": "acc,none"}})["mmlu"]["acc"]
+                        {"mmlu": {"metric": "acc", "lm_eval_metric": "acc,none"}}, ())["mmlu"]["acc"]
     assert stats.score(subjects) == pytest.approx(v1, abs=1e-12)
     weighted = np.mean([x for v in subjects.values() for x in v.values()])
     assert abs(stats.score(subjects) - weighted) > 0.01  # not the pooled mean

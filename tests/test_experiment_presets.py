@@ -32,7 +32,7 @@ def test_every_paper_model_has_a_preset():
     for name in PAPER:
         cfg = compose_config(f"experiment={name}")
         assert cfg.eval.name == "leaderboard_v1" and cfg.eval.add_bos_token is False and str(cfg.eval.batch_size) == "1"
-        assert cfg.train.loss_average == "sequence" and cfg.train.precision == "fp16"
+        assert cfg.train.loss_average == "sequence" and cfg.train.precision == "float16"
         assert cfg.model.quantization == "8bit" and cfg.merge.dtype == "float16" and cfg.eval.dtype == "float16"
         assert cfg.curate.name == "off" and cfg.data.name == "open_platypus"
         assert cfg.published.model and cfg.published.source
@@ -45,7 +45,7 @@ def test_experiment_preset_runs_in_fast_dev_mode(experiment, tiny_model_dir, off
     cfg = compose_config(
         f"experiment={experiment}", "debug=fast", "data=open_platypus_sample", "benchmarks=bundled",
         f"model.path={tiny_model_dir}", "model.gguf_file=null", "model.dtype=float32", "model.quantization=none",
-        "train.precision=fp32", "train.gradient_checkpointing=false", "merge.dtype=float32",
+        "train.precision=float32", "train.gradient_checkpointing=false", "merge.dtype=float32",
         "merge.fold_dtype=float32", "eval.parallelize=false", "train.model_parallel=false", "~eval.tasks.mmlu",
         f"stage_cache={stages}")
     if cfg.merge.recipe._target_.endswith(".IntoModel"):

@@ -174,10 +174,10 @@ def test_several_gpus_in_one_process_are_refused_before_any_work(cuda, tiny_mode
     from platypus.stages.train.settings import check_settings
 
     cuda(n=2)
-    train_cfg, lora, _ = configs(tiny_model_dir, precision="fp16")
+    train_cfg, lora, _ = configs(tiny_model_dir, precision="float16")
     with pytest.raises(PlatypusError, match="CUDA_VISIBLE_DEVICES"):
         check_settings(train_cfg, lora)
-    check_settings(*configs(tiny_model_dir, precision="fp16", model_parallel=True)[:2])  # one process, spread: fine
+    check_settings(*configs(tiny_model_dir, precision="float16", model_parallel=True)[:2])  # one process, spread: fine
 
 
 def test_70b_presets_train_as_one_process_and_13b_headers_say_how_on_many_gpus():
@@ -188,11 +188,11 @@ def test_70b_presets_train_as_one_process_and_13b_headers_say_how_on_many_gpus()
 
 
 # --------------------------------------------------------------------------- 6: precision=auto on V100/T4
-def test_auto_precision_is_fp16_below_compute_capability_8(cuda):
+def test_auto_precision_is_float16_below_compute_capability_8(cuda):
     cuda(capability=(7, 0))
-    assert hardware.fast_precision(True) == "fp16"
+    assert hardware.fast_precision(True) == "float16"
     cuda(capability=(8, 0))
-    assert hardware.fast_precision(True) == "bf16"
+    assert hardware.fast_precision(True) == "bfloat16"
 
 
 # --------------------------------------------------------------------------- 7: FSDP / ZeRO-3
@@ -210,7 +210,7 @@ def test_training_arguments_exist_before_the_model_is_loaded(tiny_model_dir, tmp
     monkeypatch.setattr(models, "load_model", lambda *a, **k: events.append("load") or real_load(*a, **k))
     from platypus.stages.train.trainer import build_trainer
 
-    build_trainer(*configs(tiny_model_dir, precision="fp32"), str(tiny_model_dir), ROWS[:2], tmp_path, 0, [])
+    build_trainer(*configs(tiny_model_dir, precision="float32"), str(tiny_model_dir), ROWS[:2], tmp_path, 0, [])
     assert events.index("args") < events.index("load")
 
 
@@ -250,7 +250,7 @@ def test_quantized_base_gets_the_authors_fp32_upcast(tiny_model_dir, tmp_path, m
     monkeypatch.setattr(models, "load_model", load)
     from platypus.stages.train.trainer import build_trainer
 
-    trainer = build_trainer(*configs(tiny_model_dir, precision="fp32"), str(tiny_model_dir), ROWS[:2], tmp_path, 0, [])
+    trainer = build_trainer(*configs(tiny_model_dir, precision="float32"), str(tiny_model_dir), ROWS[:2], tmp_path, 0, [])
     frozen = {p.dtype for n, p in trainer.model.named_parameters() if "lora_" not in n}
     assert frozen == {torch.float32}
 

@@ -1,5 +1,6 @@
 """The house rules, enforced: no import cycle, small modules and functions, and every name spelled once (a stage
-name, ``manifest.json`` or a model role appears as a literal only in the module that defines it)."""
+name, ``manifest.json`` or a model role appears as a literal only in the module that defines it; a benchmark's
+name only in conf/benchmarks/)."""
 
 from __future__ import annotations
 
@@ -72,13 +73,14 @@ def test_modules_and_functions_are_small():
     assert not too_long, too_long
 
 
-def literals(path: Path) -> list[tuple[int, str]]:
+def literals(path: Path, names=NAMES) -> list[tuple[int, str]]:
+    """The string constants of ``path`` (docstrings left out) that are one of ``names``."""
     tree = ast.parse(path.read_text())
     docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                   if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                   and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
     return [(node.lineno, node.value) for node in ast.walk(tree) if isinstance(node, ast.Constant)
-            and isinstance(node.value, str) and node.value in NAMES and id(node) not in docstrings]
+            and isinstance(node.value, str) and node.value in names and id(node) not in docstrings]
 
 
 def test_every_name_is_spelled_once():
@@ -89,4 +91,17 @@ def test_every_name_is_spelled_once():
             own = value in STAGES and where.startswith(f"stages/{value}/")
             if not own and where not in NAMES[value] | NOT_NAMES.get(value, set()):
                 strays.append(f"platypus/{where}:{line}: {value!r}")
+    assert not strays, "\n".join(strays)
+
+
+def test_benchmark_names_are_spelled_only_in_conf():
+    """The benchmarks and their facts (v1 average, decontamination, planning figures) live in conf/benchmarks/:
+    no module of the package names one as a literal (docstrings and comments may mention them)."""
+    import yaml
+
+    conf = PACKAGE.parent / "conf" / "benchmarks"
+    names = {name for path in conf.glob("*.yaml") for name in (yaml.safe_load(path.read_text()).get("sets") or {})}
+    assert {"arc_challenge", "mmlu"} <= names
+    strays = [f"platypus/{path.relative_to(PACKAGE).as_posix()}:{line}: {value!r}"
+              for path in sorted(PACKAGE.rglob("*.py")) for line, value in literals(path, names)]
     assert not strays, "\n".join(strays)

@@ -182,7 +182,7 @@ def test_pipeline_combines_explicit_adapters(tiny_model_dir, tmp_path, adapters)
     ({"weights": [1.0, -0.5]}, r"merge.recipe \(Weighted\): weights\[1\]=-0.5: weights must be finite and >= 0"),
     ({"weights": [float("nan"), 1.0]}, r"weights\[0\]=nan: weights must be finite"),
     ({"weights": [0.0, 0.0]}, "are all 0"),
-    ({"combination": "average"}, "combination='average' is not one of PEFT's add_weighted_adapter"),
+    ({"combination": "average"}, r"merge.recipe.combination='average' is not one of linear, cat, .* \(Weighted\)"),
     ({"combination": "ties"}, r"combination=ties needs density in \(0, 1\]"),
     ({"combination": "dare_ties", "density": 1.5}, r"dare_ties needs density in \(0, 1\] .*got 1.5"),
     ({"combination": "cat", "density": 0.5}, "density=0.5 does not apply to combination=cat"),

@@ -30,7 +30,7 @@ def worker(model_dir: str, data: str, out: str, micro_batch: int, loss_average: 
 
     train_cfg, lora, model = train_configs(
         Path(model_dir), max_steps=STEPS, global_batch_size=4, micro_batch_size=micro_batch, learning_rate=1e-2,
-        save_steps=100, threads=1, loss_average=loss_average, precision="fp32",
+        save_steps=100, threads=1, loss_average=loss_average, precision="float32",
     )
     lora.dropout = 0.0  # no per-rank RNG in the forward pass: DDP must then match one process exactly
     threads = torch.get_num_threads()

@@ -82,7 +82,7 @@ def test_trainer_step_logs_the_sequence_average_under_gradient_accumulation(tiny
     """The Trainer's own step (4 micro-batches accumulated): its first logged loss is the mean of example means."""
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in UNEQUAL_ROWS))
     train_cfg, lora, model = train_configs(tiny_model_dir, loss_average="sequence", global_batch_size=4, micro_batch_size=1,
-                                     precision="fp32", save_steps=100)
+                                     precision="float32", save_steps=100)
     lora.dropout = 0.0
     metrics = train(train_cfg, lora, model, str(tiny_model_dir), tmp_path / "d.jsonl", tmp_path / "run", 0, [])
     assert metrics["gradient_accumulation"] == 4 and metrics["steps"] == 1

@@ -3,7 +3,7 @@
 ``run.py`` calls :func:`precheck` with ``sys.argv[1:]``. The config is composed once, as Hydra will compose it;
 what Hydra reports in its own words becomes one paragraph on stderr and exit code 2, before any run folder exists:
 a line that does not parse, a sweep without ``--multirun``, an unknown key or group option (with the closest valid
-names, :mod:`platypus.cli.explain`), a wrong type, and an output folder that cannot be written. Settings are
+names, :mod:`platypus.cli.explain`), a wrong type, a value outside its choice set, and an output folder that cannot be written. Settings are
 checked by the composed job itself (:class:`platypus.pipeline.CheckConfig`, before Hydra makes the run folder).
 
 ``traceback=true`` adds the traceback. Hydra's other modes (``--help``, ``--info``, another config, shell
@@ -44,10 +44,11 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], bool, bool] | None:
 
 def compose_once(overrides: list[str], multirun: bool):
     """The config Hydra will compose (a sweep at its first value), with its ``hydra`` node. Every value of a swept
-    config group is checked against the group's options (as Hydra lists them, ``hydra.searchpath`` included)."""
+    config group is checked against the group's options (as Hydra lists them, ``hydra.searchpath`` included), and
+    every other value of a swept key composes (its type, its choice set)."""
     from platypus.config import compose
 
-    first, groups = [], {}
+    first, groups, swept = [], {}, {}
     for raw, override in zip(overrides, parse(overrides)):
         if override.is_sweep_override() and not multirun:
             raise ConfigError(f"{raw!r} gives several values (a sweep). Add --multirun (-m) to run one job per value, "
@@ -57,10 +58,15 @@ def compose_once(overrides: list[str], multirun: bool):
         first.append(f"{key}={values[0]}" if values else raw)
         if values and "." not in override.key_or_group:
             groups[key] = values
+        elif values:
+            swept[key] = values
     try:
         cfg = compose(*first, hydra_node=True)
         for key, values in groups.items():
             _check_options(first, key, values)
+        for key, values in swept.items():  # each value of a swept key composes (a choice, a type)
+            for value in values[1:]:
+                compose(*[f"{key}={value}" if o.split("=", 1)[0] == key else o for o in first])
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - every composition failure becomes one paragraph

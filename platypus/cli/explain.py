@@ -49,6 +49,9 @@ def explain(error: BaseException, overrides: list[str]) -> str:
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+    from platypus.config import RootConfig
+    from platypus.fields import choice_message, choice_of
+
     if isinstance(error, MissingConfigException):
         return missing_option(error)
     cause = omegaconf_cause(error)
@@ -61,6 +64,9 @@ def explain(error: BaseException, overrides: list[str]) -> str:
     others = [o for o in overrides if o != raw]
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or (raw and raw.startswith("+") and absent(key, others)):
         return unknown_key(key, raw or key, others)
+    if isinstance(cause, ValidationError) and choice_of(RootConfig, key):
+        now, _ = current(key, others)
+        return choice_message(key, cause.value, choice_of(RootConfig, key), as_override(now) if raw else None)
     if isinstance(cause, ValidationError):
         now, expected = current(key, others)
         example = f", e.g. {key}={as_override(now)} (its value without this override)" if now is not None else ""
@@ -181,10 +187,10 @@ def omegaconf_cause(error: BaseException):
 
 def locate(full_key: str, overrides: list[str]) -> tuple[str, str | None]:
     """(the dotted key as the user wrote it, the override that set it). OmegaConf sometimes reports only the
-    last part of the key (``extra`` for ``data.sources.extra``)."""
+    last part of the key (``extra`` for ``data.sources.extra``), and a list item as ``key[i]``."""
     for raw in overrides:
         key = override_key(raw)
-        if key == full_key or key.startswith(full_key + "."):
+        if key in (full_key, full_key.split("[")[0]) or key.startswith(full_key + "."):
             return key, raw
     for raw in overrides:
         parts = override_key(raw).split(".")

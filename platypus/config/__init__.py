@@ -2,9 +2,10 @@
 
 Registered with Hydra's ConfigStore as the primary config's schema (``conf/config.yaml`` lists
 ``platypus_schema`` first in its defaults), so a misspelt key or a wrong type anywhere in ``conf/`` or on
-the command line fails at composition, before any work starts. A value a type cannot restrict (a choice
-among names, a range) is declared next to its field (:func:`choice`, :func:`ranged`) and checked by one
-generic function, :func:`platypus.fields.validate`, with the field's own message: the config is the validator.
+the command line fails at composition, before any work starts. A choice among names is an Enum of
+:mod:`platypus.fields` (checked at composition too); a range, which a type cannot express, is declared next to its
+field (:func:`ranged`) and checked by one generic function, :func:`platypus.fields.validate`, with the field's own
+message: the config is the validator.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from platypus.config.data import (
-    BenchmarkConfig, BenchmarksConfig, CurateConfig, DataConfig, EmbeddingConfig, SearchConfig, SourceConfig,
+    BenchmarkConfig, BenchmarkFacts, BenchmarkPlan, BenchmarksConfig, CurateConfig, DataConfig, EmbeddingConfig,
+    SearchConfig, SourceConfig,
 )
 from platypus.config.evaluate import EvalConfig, EvalTaskConfig, EvaluateConfig, PublishedConfig
 from platypus.config.model import LoraConfig, MergeConfig, ModelConfig, TrainConfig
-from platypus.fields import CACHE_VERIFY, choice, ranged
+from platypus.fields import CacheVerify, choice_message, choice_of, ranged
 
 __all__ = [  # the sections, importable from here
-    "BenchmarkConfig", "BenchmarksConfig", "CurateConfig", "DataConfig", "EmbeddingConfig", "EvalConfig",
-    "EvalTaskConfig", "EvaluateConfig", "LoraConfig", "MergeConfig", "ModelConfig", "PublishedConfig", "RootConfig",
+    "BenchmarkConfig", "BenchmarkFacts", "BenchmarkPlan", "BenchmarksConfig", "CurateConfig", "DataConfig",
+    "EmbeddingConfig", "EvalConfig", "EvalTaskConfig", "EvaluateConfig", "LoraConfig", "MergeConfig", "ModelConfig", "PublishedConfig", "RootConfig",
     "SearchConfig", "SourceConfig", "TrainConfig", "compose", "conf_dir", "filled", "register",
 ]
 CONFIG_MODULE = "platypus.conf"  # the config groups: conf/ in a checkout, shipped in the wheel under this name
@@ -69,8 +71,7 @@ class RootConfig:
     stage_cache: Optional[str] = None
     # Before a finished result is reused: fast = sizes and modification times (hashing a file whose time moved),
     # full = every file's sha256 again. A result that does not match its manifest is moved aside and recomputed.
-    stage_cache_verify: str = choice("fast", CACHE_VERIFY, "{key}={value!r}: use one of {options} (fast: sizes and "
-                                                          "modification times; full: every file's sha256).")
+    stage_cache_verify: CacheVerify = CacheVerify.fast
     # Size budget of the stage cache in GB: after a run, the least recently used entries no run folder uses
     # are removed until it fits (python -m platypus.cache gc does the same on demand). null: no budget.
     stage_cache_max_gb: Optional[float] = ranged(None, lambda v: v > 0, "{key}={value} must be a positive number "
@@ -89,12 +90,23 @@ class RootConfig:
     published: Optional[PublishedConfig] = None  # set by the paper's experiment presets
 
 
-def filled(schema: type, node: Any) -> dict:
-    """``node`` (a composed section, or a partial mapping from Python) with every field of ``schema``, typed: stage
-    code reads its section through this, so a default lives only in the schema."""
+def filled(schema: type, node: Any, where: str) -> dict:
+    """``node`` (a composed section, or a partial mapping from Python) with every field of ``schema``, typed (a
+    choice as its string): stage code reads its section through this, so a default lives only in the schema.
+    ``where``: the section's key, named by the paragraph for a value outside its choice set."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
 
-    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), node), resolve=True)
+    from platypus.runtime.errors import PlatypusError
+
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), node)
+    except ValidationError as error:
+        options = choice_of(schema, str(error.full_key))
+        if options is None:
+            raise
+        raise PlatypusError(choice_message(f"{where}.{error.full_key}", error.value, options)) from None
+    return OmegaConf.to_container(typed, resolve=True, enum_to_str=True)
 
 
 def register() -> None:

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from platypus.fields import BENCHMARK_SOURCES, NOT_KNOWN, ON_BAD_ROW, choice, positive, ranged, unit_interval
+from platypus.fields import BenchmarkSource, OnBadRow, positive, ranged, unit_interval
 
 
 # --------------------------------------------------------------------------- data / curate
@@ -69,17 +69,40 @@ class SearchConfig:
 @dataclass
 class CurateConfig:
     name: str = MISSING
-    on_bad_row: str = choice("error", ON_BAD_ROW, NOT_KNOWN)  # skip: drop and count unreadable rows
+    on_bad_row: OnBadRow = OnBadRow.error  # skip: drop and count unreadable rows
     # The steps in the order they run: name -> a platypus.stages.curate.steps.Step named by _target_, its
     # parameters beside it (curate.steps.dedup.threshold, ...; built by platypus.plugins.build). Listed = run.
     steps: Dict[str, Any] = field(default_factory=dict)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    # The benchmarks whose test questions the decontamination steps compare the rows with.
-    benchmarks: List[str] = field(default_factory=lambda: ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"])
+    # The benchmarks whose test questions the decontamination steps compare the rows with; null: every entry of
+    # benchmarks.sets whose facts.decontaminate is true.
+    benchmarks: Optional[List[str]] = None
 
 
 # --------------------------------------------------------------------------- benchmarks
+@dataclass
+class BenchmarkPlan:
+    """What plan=true assumes for a benchmark (platypus/stages/evaluate/budget.py): the documents of its evaluated
+    split, and the tokens run per document at its v1 few-shot count, computed by our scorer (each shared context
+    once) and requested (what HFLM and vLLM run)."""
+
+    documents: int = ranged(MISSING, positive)
+    subjects: int = ranged(1, positive)  # a limit applies per subject (MMLU: 57)
+    tokens_computed: float = MISSING
+    tokens_requested: float = MISSING
+
+
+@dataclass
+class BenchmarkFacts:
+    """What a run does with a benchmark beside reading its data (not part of an evaluation result's key)."""
+
+    v1_average: bool = False  # counts in the Open LLM Leaderboard v1 average (leaderboard_avg)
+    decontaminate: bool = False  # curate compares the rows with its test questions (unless curate.benchmarks is set)
+    v1_fewshot_stream: bool = False  # eval.fewshot_stream=v1 replays the v1 harness's exemplars for it
+    plan: Optional[BenchmarkPlan] = None  # null: plan=true leaves its evaluation out
+
+
 @dataclass
 class BenchmarkConfig:
     """One benchmark: where its data is and how lm-eval defines its task(s)."""
@@ -99,10 +122,10 @@ class BenchmarkConfig:
     # Overrides of the lm-eval task keys (only what the data location forces).
     overrides: Dict[str, Optional[str]] = field(default_factory=dict)
     note: Optional[str] = None
+    facts: BenchmarkFacts = field(default_factory=BenchmarkFacts)
 
 
 @dataclass
 class BenchmarksConfig:
-    source: str = choice("bundled", BENCHMARK_SOURCES, "{key}={value!r}: use one of {options} (the config group: "
-                                                       "benchmarks=bundled|hub).")
+    source: BenchmarkSource = BenchmarkSource.bundled  # the config group: benchmarks=bundled|hub
     sets: Dict[str, BenchmarkConfig] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from platypus.fields import DTYPES, FEWSHOT_STREAMS, MODEL_ROLES, Role, SUBSETS, choice, ranged, unit_interval
+from platypus.fields import FewshotStream, LogprobSum, Precision, Role, Subset, ranged, unit_interval
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -30,12 +30,12 @@ class EvalConfig:
     limit: Optional[float] = ranged(None, lambda v: v > 0, LIMIT)
     # Which documents a limit keeps: random (seeded by subset_seed and the task's name: the same documents for
     # every model and run, so deltas are paired; per MMLU subject the same count) | first (lm-eval's limit)
-    subset: str = choice("random", SUBSETS, "{key}={value!r}: use random (a seeded random sample per task) or first.")
+    subset: Subset = Subset.random
     subset_seed: int = 1234
     batch_size: str = ranged("auto", lambda v: str(v) == "auto" or str(v).startswith("auto:") or
                              (str(v).isdigit() and int(v) > 0), "{key}={value!r}: use a positive integer, or 'auto' "
                              "(1 on CPU, the largest batch that fits on CUDA).")  # an int, or auto (1 on CPU: fastest there; the largest that fits on CUDA)
-    dtype: str = choice("auto", ("auto", *DTYPES), "{key}={value!r}: use {options}.")  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
+    dtype: Precision = Precision.auto  # auto (bfloat16 on CUDA and AMX CPUs, float16 on GPUs without bf16, else float32) | float32 | bfloat16 | float16
     # auto: cuda when this process sees a CUDA GPU, else cpu (results record, and the table's header names, the
     # device used) | cpu | cuda | cuda:<n>
     device: str = "auto"
@@ -51,12 +51,11 @@ class EvalConfig:
     # prefix: memory for key/value caches (the current context's, and its copies for the answers scored together)
     # prefix: how a continuation's token log-probs are summed. float64: in Python floats | model_dtype: in the
     # model's dtype, as lm-eval's HFLM and the v1 harness (b281b09, base.py l.383) do (fp16 rounding included)
-    logprob_sum: str = choice("float64", ("float64", "model_dtype"), "{key}={value!r}: use {options}.")
+    logprob_sum: LogprobSum = LogprobSum.float64
     kv_cache_gb: float = ranged(4.0, lambda v: v > 0, "{key}={value} must be > 0 (GiB).")
     # Which few-shot exemplars ARC and HellaSwag see: lm_eval (today's sampler) | v1 (the leaderboard harness
     # b281b09's stream, replayed exactly: platypus/stages/evaluate/fewshot_v1.py)
-    fewshot_stream: str = choice("lm_eval", FEWSHOT_STREAMS, "{key}={value!r}: use lm_eval (today's sampler) or v1 "
-                                 "(the v1 leaderboard's exemplars, replayed).")
+    fewshot_stream: FewshotStream = FewshotStream.lm_eval
 
 
 @dataclass
@@ -64,7 +63,7 @@ class EvaluateConfig:
     # Explicit input: model folders / hub ids; default is this run's base (+ merged) models.
     models: List[str] = field(default_factory=list)
     # Which of this run's models to evaluate.
-    include: List[str] = choice([Role.base.value, Role.merged.value], MODEL_ROLES, "{key}={value}: {unknown} unknown; use {options}.")
+    include: List[Role] = field(default_factory=lambda: [Role.base, Role.merged])
     # Dry run: count each task's requests, time a short warm-up on the first model, estimate the
     # total and stop (writes evaluate_plan.md/json into the run folder; nothing is evaluated).
     plan: bool = False

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from platypus.fields import (
-    DTYPE, DTYPES, LORA_BIAS, LOSS_AVERAGES, PRECISIONS, QUANTIZATIONS, RESUME, choice, positive, ranged,
+    Dtype, LoraBias, LossAverage, MergeEngine, Precision, Quantization, Resume, positive, ranged,
 )
 
 
@@ -21,12 +21,11 @@ class ModelConfig:
     gguf_file: Optional[str] = None
     # Hub ids: the branch, tag or commit loaded (null: the newest); downloaded as that snapshot, recorded resolved.
     revision: Optional[str] = None
-    dtype: str = choice("float32", DTYPES, DTYPE)
+    dtype: Dtype = Dtype.float32
     # Hugging Face config keys (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
     # num_key_value_heads, vocab_size, tie_word_embeddings) that plan=true sizes a hub model by, offline.
     architecture: Dict[str, Any] = field(default_factory=dict)
-    quantization: str = choice("none", QUANTIZATIONS, "{key}={value!r}: use one of {options} (4bit/8bit: QLoRA, "
-                                                      "CUDA only).")
+    quantization: Quantization = Quantization.none  # 4bit/8bit: QLoRA, CUDA only
     trust_remote_code: bool = False
 
 
@@ -39,8 +38,7 @@ class LoraConfig:
     r: int = ranged(16, positive, "{key}={value} must be a positive integer (the paper: 16); set {key}=<n >= 1>.")
     alpha: int = ranged(16, positive, "{key}={value} must be a positive integer (the paper: 16); set {key}=<n >= 1>.")
     dropout: float = ranged(0.05, lambda v: 0 <= v < 1, "{key}={value} is outside [0, 1); e.g. {key}=0.05.")
-    bias: str = choice("none", LORA_BIAS, "{key}={value!r}: use one of {options} "
-                                                            "({key}=none trains no biases).")
+    bias: LoraBias = LoraBias.none  # none trains no biases
 
 
 @dataclass
@@ -52,8 +50,7 @@ class TrainConfig:
     train_on_inputs: bool = False
     # token: every completion token of the global batch counts the same (TRL today) | sequence: each example's
     # token-mean loss, averaged over the global batch's examples (the paper's transformers 4.31, micro-batch 1)
-    loss_average: str = choice("token", LOSS_AVERAGES, "{key}={value!r}: use token (every token counts the same) "
-                               "or sequence (every example counts the same, the paper's).")
+    loss_average: LossAverage = LossAverage.token
     learning_rate: float = ranged(4e-4, lambda v: v > 0, "{key}={value} must be > 0 (the paper: 4e-4 for 13B).")
     global_batch_size: int = ranged(16, positive)
     micro_batch_size: int = ranged(1, positive)
@@ -72,14 +69,13 @@ class TrainConfig:
     # compiled per shape: a few fixed lengths instead of one per packed block is ~25% faster (cpu_quick: 64).
     pad_to_multiple_of: Optional[int] = None
     gradient_checkpointing: bool = False
-    # auto: bf16 on CUDA (fp16 without bf16 support); on CPU bf16 autocast if the CPU has AMX,
-    # else fp32 | fp32 | bf16 | fp16 (CUDA only). Trainable LoRA weights are fp32, except under QLoRA with bf16 (TRL
-    # casts them to bf16, QLoRA's advice) and under DeepSpeed ZeRO-3 (bf16 with the model): docs/gpu.md.
-    precision: str = choice("auto", PRECISIONS, "{key}={value!r}: use auto, fp32, bf16 or fp16.")
+    # auto: bfloat16 on CUDA (float16 without bf16 support); on CPU bfloat16 autocast if the CPU has AMX, else
+    # float32 | float32 | bfloat16 | float16 (CUDA only). Trainable LoRA weights are float32, except under QLoRA with
+    # bfloat16 (TRL casts them to bf16, QLoRA's advice) and under DeepSpeed ZeRO-3 (bf16 with the model): docs/gpu.md.
+    precision: Precision = Precision.auto
     logging_steps: int = ranged(1, positive)
     save_steps: int = ranged(50, positive)
-    resume: str = choice("auto", RESUME, "{key}={value!r}: use auto (continue from the newest "
-                                                    "checkpoint) or never (start over).")
+    resume: Resume = Resume.auto  # auto: continue from the newest checkpoint | never: start over
     # One process, the model spread over every visible GPU (device_map=auto, layer after layer): how the authors
     # trained 70B. CUDA only, and not under accelerate launch/torchrun (the 70B presets set it).
     model_parallel: bool = False
@@ -97,13 +93,13 @@ class MergeConfig:
     # Model to fold into: hub id, local folder or a conf/model preset name. Required by into_model;
     # optional for weighted (default: the base model).
     target: Optional[str] = None
-    dtype: str = choice("float32", DTYPES, DTYPE)  # of the saved merged model
+    dtype: Dtype = Dtype.float32  # of the saved merged model
     # The dtype the target is loaded and folded in (CPU RAM: 4 or 2 bytes per parameter): float32 is exact up to
     # the final cast; the authors' merge.py folded in float16 (the paper presets do).
-    fold_dtype: str = choice("float32", DTYPES, DTYPE)
+    fold_dtype: Dtype = Dtype.float32
     # stream: the target read and folded tensor by tensor (RAM: one output shard and a tensor, any model size) |
     # peft: loaded whole, PEFT's merge_and_unload (RAM: the whole model; the reference).
-    engine: str = choice("stream", ("stream", "peft"), "{key}={value!r}: use {options}.")
+    engine: MergeEngine = MergeEngine.stream
     # stream: output shards of at most this many MiB (RAM holds one); HF's own default is 5,000 MB.
     shard_mb: float = ranged(1024.0, lambda v: v > 0, "{key}={value} must be > 0 (MiB per output shard).")
     # stream: the logit check (the model in memory twice, in fold_dtype) runs when that fits this many GiB; else

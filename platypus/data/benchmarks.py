@@ -6,6 +6,7 @@ import gzip
 import json
 from typing import Any
 
+from platypus.fields import BenchmarkSource
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256
 from platypus.resources import BENCHMARKS, bundled
@@ -21,12 +22,8 @@ def load_benchmark_questions(benchmarks_cfg: Any, names: list[str]) -> dict[str,
                 f"valid names: {', '.join(sorted(benchmarks_cfg.sets))}."
             )
         bench = benchmarks_cfg.sets[name]
-        if benchmarks_cfg.source == "bundled":
-            records = _bundled_records(name, bench)
-        elif benchmarks_cfg.source == "hub":
-            records = _hub_records(name, bench)
-        else:
-            raise PlatypusError(f"benchmarks.source={benchmarks_cfg.source!r} is not known; use bundled or hub.")
+        bundled_copy = benchmarks_cfg.source == BenchmarkSource.bundled
+        records = _bundled_records(name, bench) if bundled_copy else _hub_records(name, bench)
         questions[name] = [_question(r, name, bench.question_field) for r in records]
     return questions
 
@@ -70,7 +67,7 @@ def benchmark_identity(benchmarks_cfg: Any, names: list[str]) -> dict[str, dict]
         bench = benchmarks_cfg.sets.get(name)
         if bench is None:
             continue  # unknown name: loading the questions says so, with the valid ones
-        if benchmarks_cfg.source == "bundled" and bench.test_split in bench.files:
+        if benchmarks_cfg.source == BenchmarkSource.bundled and bench.test_split in bench.files:
             file = bench.files[bench.test_split]
             found[name] = {"bundled": file, "sha256": file_sha256(bundled(BENCHMARKS, file))}
         else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from platypus.fields import Dtype
+
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
@@ -16,13 +18,13 @@ def cpu_has_native_bf16() -> bool:
     return bool(probe and probe())
 
 
-def fast_precision(cuda: bool) -> str:
-    """The fastest precision that keeps bf16's range: ``bf16`` on CUDA GPUs that have it natively (compute
-    capability 8.0, Ampere, or newer; ``fp16`` on V100/T4, where ``torch.cuda.is_bf16_supported()`` is True
-    through slow emulation) and on AMX CPUs, else ``fp32`` (on an AVX512-BF16-only Xeon bf16 evaluation took 1.38-1.47x fp32's
+def fast_precision(cuda: bool) -> Dtype:
+    """The fastest precision that keeps bf16's range: ``bfloat16`` on CUDA GPUs that have it natively (compute
+    capability 8.0, Ampere, or newer; ``float16`` on V100/T4, where ``torch.cuda.is_bf16_supported()`` is True
+    through slow emulation) and on AMX CPUs, else ``float32`` (on an AVX512-BF16-only Xeon bf16 evaluation took 1.38-1.47x fp32's
     time, benchmarks/bench_eval_throughput.py). Decides ``train.precision=auto`` and ``eval.dtype=auto``."""
     import torch
 
     if cuda:
-        return "bf16" if torch.cuda.get_device_capability() >= (8, 0) else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+        return Dtype.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else Dtype.float16
+    return Dtype.bfloat16 if cpu_has_native_bf16() else Dtype.float32

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from enum import Enum
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -22,9 +23,12 @@ MODEL_FILES = (".safetensors", ".bin", ".json", ".jsonl", ".model")
 
 
 def to_plain(cfg: Any) -> Any:
-    """Config nodes (also inside dicts and lists) as plain containers, so manifests hold data, not reprs."""
+    """Config nodes (also inside dicts and lists) as plain containers, so manifests hold data, not reprs (a choice,
+    an Enum member, as its string)."""
     if OmegaConf.is_config(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if isinstance(cfg, Enum):
+        return cfg.value
     if isinstance(cfg, dict):
         return {k: to_plain(v) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):

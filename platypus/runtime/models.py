@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from platypus.fields import DTYPES as DTYPE_NAMES
-from platypus.fields import QUANTIZATIONS
+from platypus.fields import Dtype, Quantization
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256
 from platypus.runtime.io import staged_folder
@@ -23,13 +22,6 @@ from platypus.runtime.io import staged_folder
 log = logging.getLogger("platypus")
 
 PACKAGE_PREFIX = "package:"
-DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
-
-
-def torch_dtype(name: str, key: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise PlatypusError(f"{key}={name!r} is not a dtype this project knows; use one of {', '.join(sorted(DTYPES))}.")
-    return DTYPES[name]
 
 
 def _package_folder(spec: str) -> Path:
@@ -156,12 +148,8 @@ def _converted_gguf(folder: Path, gguf_file: str, cache_dir: Path) -> Path:
 
 
 def check_quantization(quantization: str) -> None:
-    if quantization == "none":
+    if quantization == Quantization.none:
         return
-    if quantization not in QUANTIZATIONS:
-        raise PlatypusError(
-            f"model.quantization={quantization!r}: use one of {', '.join(QUANTIZATIONS)} (4bit/8bit: QLoRA, CUDA only)."
-        )
     if not torch.cuda.is_available():
         raise PlatypusError(
             f"model.quantization={quantization} (QLoRA) needs a CUDA GPU with bitsandbytes; this machine has "
@@ -179,21 +167,21 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()).rstrip(".")
 
 
-def load_model(path: str, dtype: str = "float32", quantization: str = "none", trust_remote_code: bool = False,
-               compute_dtype: str = "bfloat16", model_parallel: bool = False):
+def load_model(path: str, dtype: str = Dtype.float32, quantization: str = Quantization.none,
+               trust_remote_code: bool = False, compute_dtype: str = Dtype.bfloat16, model_parallel: bool = False):
     """``compute_dtype``: what 4-bit layers compute in (the training precision's). ``model_parallel``: spread over
     every visible GPU (device_map=auto); else a quantized model goes whole to this process's GPU (``LOCAL_RANK``:
     under accelerate/torchrun nothing has chosen the rank's device yet when the model loads)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     check_quantization(quantization)
-    kwargs = {"dtype": torch_dtype(dtype, "model.dtype"), "trust_remote_code": trust_remote_code}
-    if quantization != "none":
+    kwargs = {"dtype": Dtype(dtype).torch(), "trust_remote_code": trust_remote_code}
+    if quantization != Quantization.none:
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=quantization == "4bit",
-            load_in_8bit=quantization == "8bit",
+            load_in_4bit=quantization == Quantization["4bit"],
+            load_in_8bit=quantization == Quantization["8bit"],
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch_dtype(compute_dtype, "train.precision"),
+            bnb_4bit_compute_dtype=Dtype(compute_dtype).torch(),
         )
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     if model_parallel:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
+from platypus.fields import CacheVerify
 from platypus.runtime import integrity
 from platypus.runtime.cache import MANIFEST, StageCache, link_tree, stage_key
 from platypus.runtime.errors import PlatypusError
@@ -62,7 +63,7 @@ class Run:
 
     @property
     def verify_full(self) -> bool:
-        return self.cfg.get("stage_cache_verify", "fast") == "full"
+        return self.cfg.get("stage_cache_verify", CacheVerify.fast) == CacheVerify.full
 
     def stage(self, name: str, config: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> tuple[Path, dict]:
         """Run ``work(partial_dir) -> metrics`` unless an identical finished result exists, in this run

@@ -173,7 +173,7 @@ def start(cfg: DictConfig, root: DictConfig, run_dir: Path, name: str, job: dict
         group = group[-128:]
     if job.get("overrides"):
         name = run_name(job["overrides"], name, job.get("swept"))
-    resolved = OmegaConf.to_container(root, resolve=True)
+    resolved = OmegaConf.to_container(root, resolve=True, enum_to_str=True)
     if job:
         resolved["hydra_job"] = {k: job[k] for k in ("overrides", "sweep_dir", "job_num", "swept")}
     tracker = build_tracker(cfg)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from platypus.fields import DECONTAMINATION_POLICIES
+from platypus.fields import DecontaminationPolicy
 
 CHUNK_ELEMENTS = 1 << 25  # question-chunk x train similarity entries per product (128 MiB)
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -56,8 +56,7 @@ def decontaminate(
     With ``index_params`` (a ``search.IndexParams``) each benchmark's questions go into a faiss index that
     the rows query (search.py): only pairs at or above the threshold are found, so ``nearest`` is then
     known only for rows with such a pair (-inf for the others)."""
-    if policy not in DECONTAMINATION_POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; expected one of {DECONTAMINATION_POLICIES}")
+    policy = DecontaminationPolicy(policy)
     n = len(train)
     thr = np.float32(threshold)
     result = Contamination(
@@ -66,13 +65,14 @@ def decontaminate(
         question=np.full(n, -1, np.int64),
         score=np.full(n, np.nan, np.float32),
         nearest=np.full(n, -np.inf, np.float32),
-        counts={p: {} for p in DECONTAMINATION_POLICIES},
+        counts={p.value: {} for p in DecontaminationPolicy},
     )
-    union = {p: np.zeros(n, bool) for p in DECONTAMINATION_POLICIES}
+    union = {p.value: np.zeros(n, bool) for p in DecontaminationPolicy}
     for name, questions in benchmarks.items():
         scan = _scan(train, questions) if index_params is None else _scan_pairs(train, questions, thr, index_params)
         result.nearest = np.maximum(result.nearest, scan.row_best)
-        flagged = {"all": _flag_all(scan, thr), "nearest_only": _flag_nearest(scan, thr, n)}
+        flagged = {DecontaminationPolicy.all.value: _flag_all(scan, thr),
+                   DecontaminationPolicy.nearest_only.value: _flag_nearest(scan, thr, n)}
         for p, (mask, _, _) in flagged.items():
             result.counts[p][name] = int(mask.sum())
             union[p] |= mask

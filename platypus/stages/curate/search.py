@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from platypus.fields import Search
+
 MARGIN = 0.02  # candidates from the 8-bit codes are gathered this far below the threshold
 CHUNK_ROWS = 65_536  # vectors added / queried per call
 RANGE_SLACK = 0.2  # the 8-bit codes' per-dimension range: the sample's min..max widened by 20% each side
@@ -42,9 +44,9 @@ class IndexParams:
 
 
 def use_approximate(search: str, rows: int, exact_up_to: int) -> bool:
-    if search == "auto":
+    if search == Search.auto:
         return rows > exact_up_to
-    return search == "approximate"
+    return search == Search.approximate
 
 
 def build_index(base, params: IndexParams, log=print):

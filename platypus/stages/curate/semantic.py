@@ -10,7 +10,7 @@ kept so far is below the threshold. We give exactly that kept set, but per block
 The naive loop costs a Python iteration and a growing vector product per row; this costs
 one matrix product per (block, kept chunk).
 
-Screening (``screen="bf16"``, the default for large sets on CPUs with AMX): step 1 runs
+Screening (``screen="bfloat16"``, the default for large sets on CPUs with AMX): step 1 runs
 as a bf16 product (~3x faster) that only *screens*; every row whose bf16 maximum comes within
 ``SCREEN_MARGIN`` of the threshold is re-scored exactly in fp32 against all kept rows. For unit
 vectors the bf16 error of a cosine is below 2**-8 * 2 + output rounding (< 0.006), so the margin of
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from platypus.fields import DEDUP_KEEP, DEDUP_SCREENS
+from platypus.fields import DedupKeep, DedupScreen
 
 KEPT_CHUNK_ELEMENTS = 1 << 25  # block x kept-chunk similarity entries per product (128 MiB)
 SCREEN_MARGIN = 0.02
@@ -33,13 +33,11 @@ SCREEN_AUTO_ROWS = 50_000  # below this the exact pass takes seconds: no screeni
 
 
 def use_screen(screen: str, n: int) -> bool:
-    if screen not in DEDUP_SCREENS:
-        raise ValueError(f"unknown screen {screen!r}; expected one of {DEDUP_SCREENS}")
-    if screen == "auto":
+    if DedupScreen(screen) == DedupScreen.auto:
         from platypus.runtime.hardware import cpu_has_native_bf16
 
         return n >= SCREEN_AUTO_ROWS and cpu_has_native_bf16()
-    return screen == "bf16"
+    return screen == DedupScreen.bfloat16
 
 
 @dataclass
@@ -58,13 +56,11 @@ class DedupResult:
 
 def processing_order(keep: str, output_lengths: list[int] | np.ndarray | None, n: int) -> np.ndarray:
     """``first``: original order; ``longest``: decreasing output length, ties by original order."""
-    if keep == "first":
+    if DedupKeep(keep) == DedupKeep.first:
         return np.arange(n)
-    if keep == "longest":
-        if output_lengths is None or len(output_lengths) != n:
-            raise ValueError("keep='longest' needs one output length per row")
-        return np.argsort(-np.asarray(output_lengths, dtype=np.int64), kind="stable")
-    raise ValueError(f"unknown keep policy {keep!r}; expected one of {DEDUP_KEEP}")
+    if output_lengths is None or len(output_lengths) != n:
+        raise ValueError("keep='longest' needs one output length per row")
+    return np.argsort(-np.asarray(output_lengths, dtype=np.int64), kind="stable")
 
 
 def semantic_dedup(

@@ -15,8 +15,13 @@ from platypus.stages.curate import check, needs_questions, run_curate
 
 
 def question_sets(cfg) -> list[str]:
-    """The benchmarks whose test questions the listed steps compare the rows with."""
-    return list(cfg.curate.benchmarks) if needs_questions(cfg.curate) else []
+    """The benchmarks whose test questions the listed steps compare the rows with: curate.benchmarks, or when it is
+    null the benchmarks.sets entries whose facts.decontaminate is true."""
+    if not needs_questions(cfg.curate):
+        return []
+    if cfg.curate.benchmarks is not None:
+        return list(cfg.curate.benchmarks)
+    return [name for name, bench in cfg.benchmarks.sets.items() if bench.facts.decontaminate]
 
 
 def curate_inputs(cfg) -> dict:

@@ -12,7 +12,6 @@ import math
 from statistics import fmean
 from typing import Any, Mapping
 
-LEADERBOARD_V1 = ("arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2")
 AVERAGE = "leaderboard_avg"
 
 # {eval task key: {lm-eval task name: {"acc,none": v, ...}}}
@@ -31,14 +30,22 @@ def task_value(subtasks: Mapping[str, Mapping[str, Any]], metric_key: str) -> fl
     return fmean(_metric(res, name, metric_key) for name, res in subtasks.items())
 
 
-def leaderboard_v1(task_results: TaskResults, tasks_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``{task: {metric: value}, "leaderboard_avg": mean}`` (the average only with all four v1 tasks)."""
+def v1_average_tasks(tasks_cfg: Mapping[str, Any], sets: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``eval.tasks`` keys the v1 average is taken over: one per benchmark whose ``facts.v1_average`` is true,
+    in the order of ``benchmarks.sets``; empty (no average) when one of those benchmarks has no task."""
+    counted = [name for name, bench in sets.items() if (bench.get("facts") or {}).get("v1_average")]
+    task_of = {task["benchmark"]: key for key, task in tasks_cfg.items()}
+    return tuple(task_of[name] for name in counted) if counted and all(n in task_of for n in counted) else ()
+
+
+def leaderboard_v1(task_results: TaskResults, tasks_cfg: Mapping[str, Any], average_of: tuple[str, ...]) -> dict[str, Any]:
+    """``{task: {metric: value}, "leaderboard_avg": mean}`` (the average over ``average_of``, when it has them)."""
     summary: dict[str, Any] = {}
     for key, subtasks in task_results.items():
         cfg = tasks_cfg[key]
         summary[key] = {cfg["metric"]: task_value(subtasks, cfg["lm_eval_metric"])}
-    if all(key in summary for key in LEADERBOARD_V1):
-        summary[AVERAGE] = fmean(next(iter(summary[key].values())) for key in LEADERBOARD_V1)
+    if average_of and all(key in summary for key in average_of):
+        summary[AVERAGE] = fmean(next(iter(summary[key].values())) for key in average_of)
     return summary
 
 

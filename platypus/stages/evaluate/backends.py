@@ -19,13 +19,11 @@ from typing import Any, Dict, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from platypus.fields import Dtype, Precision, choice_message
 from platypus.runtime import hardware
 from platypus.runtime.identity import identity
 from platypus.runtime.errors import PlatypusError
-from platypus.runtime.models import DTYPES
 from platypus.stages.evaluate.prefix_schedule import PREFIX_NAME
-
-TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # hardware.fast_precision -> eval.dtype
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class EvalModel:
 
 
 def plain_config(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def resolve_device(eval_cfg: Mapping[str, Any]) -> str:
@@ -61,11 +59,11 @@ def resolve_device(eval_cfg: Mapping[str, Any]) -> str:
 
 def resolve_dtype(name: str, device: str) -> str:
     """``auto`` becomes the dtype fast on this device; results record (and are keyed on) the resolved one."""
-    if name == "auto":  # device: eval.device, "auto" included
-        return TORCH_NAMES[hardware.fast_precision(resolve_device({"device": device}).startswith("cuda"))]
-    if name not in DTYPES:
-        raise PlatypusError(f"eval.dtype={name!r}: use auto, {', '.join(sorted(DTYPES))}.")
-    return name
+    if name == Precision.auto:  # device: eval.device, "auto" included
+        return hardware.fast_precision(resolve_device({"device": device}).startswith("cuda")).value
+    if name not in Dtype.names():  # a Python caller's EvalModel.dtype (the config's is checked at composition)
+        raise PlatypusError(choice_message("eval.dtype", name, Precision))
+    return Dtype(name).value
 
 
 def resolve_batch_size(eval_cfg: Mapping[str, Any]) -> int | str:

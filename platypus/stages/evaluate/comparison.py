@@ -8,7 +8,7 @@ from typing import Any
 
 from platypus.runtime.io import MANIFEST, read_json
 from platypus.stages.evaluate import stats
-from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
+from platypus.stages.evaluate.aggregate import AVERAGE, v1_average_tasks
 from platypus.stages.evaluate.documents import task_items
 from platypus.stages.evaluate.files import FILES
 from platypus.stages.evaluate.report import delta_columns
@@ -27,6 +27,12 @@ def final_items(folder: Path) -> tuple[str, dict] | None:
     return label, task_items(result["items"], manifest["config"]["eval"]["tasks"])
 
 
+def averaged_tasks(folder: Path) -> tuple[str, ...]:
+    """The tasks a finished evaluate folder's v1 average is over (its manifest's eval.tasks and benchmarks.sets)."""
+    config = read_json(folder / MANIFEST)["config"]
+    return v1_average_tasks(config["eval"]["tasks"], config["benchmarks"]["sets"])
+
+
 def compare_with_reference(folders: list[Path]) -> list[dict[str, Any]]:
     """Per evaluate folder, its ``vs_ref`` columns (the first: the reference itself)."""
     finals = [final_items(folder) for folder in folders]
@@ -39,7 +45,7 @@ def compare_with_reference(folders: list[Path]) -> list[dict[str, Any]]:
         if final is None:
             columns.append({})
             continue
-        deltas = stats.compare(reference, final[1], average_of=LEADERBOARD_V1, average_key=AVERAGE)
+        deltas = stats.compare(reference, final[1], average_of=averaged_tasks(folders[0]), average_key=AVERAGE)
         columns.append({"vs_ref": f"{folder.parent.name}/{final[0]} vs {reference_job}/{reference_label}",
                         **delta_columns("vs_ref", {task: d.as_dict() for task, d in deltas.items()})})
     return columns

@@ -17,9 +17,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from platypus.fields import Subset
 from platypus.runtime.errors import PlatypusError
 
-SUBSETS = ("random", "first")
 
 
 def task_limit(eval_cfg: Mapping[str, Any], key: str) -> int | float | None:
@@ -49,9 +49,7 @@ def random_documents(name: str, n_docs: int, limit: int | float | None, seed: in
 def choose(tasks: Mapping[str, Any], limit: int | float | None, subset: str, seed: int) -> dict[str, Any]:
     """lm-eval's arguments selecting the documents of ``tasks`` (lm-eval task name -> Task):
     ``{"limit": ...}`` (everything, or ``first``) or ``{"samples": {name: [ids]}}`` (``random``)."""
-    if subset not in SUBSETS:
-        raise PlatypusError(f"eval.subset={subset!r}: use random (a seeded random sample per task) or first.")
-    if limit is None or subset == "first":
+    if limit is None or Subset(subset) == Subset.first:
         return {"limit": limit}
     return {"samples": {name: random_documents(name, len(task.eval_docs), limit, seed) for name, task in tasks.items()}}
 

@@ -6,7 +6,8 @@ b281b09 (``lm_eval/evaluator.py`` l.213-239, ``base.py`` l.569-573) shuffled a t
 here offline. The block ``"\\n\\n".join(query_i + " " + answer_i) + "\\n\\n"`` is attached to each document in
 ``process_docs`` (column :data:`FIELD`), rendered in front of the task's own ``doc_to_text``, and the task runs
 0-shot: the context scored is v1's, byte for byte. It applies to ARC and HellaSwag, the tasks v1 sampled for
-(MMLU took the first 5 dev questions, as lm-eval still does; TruthfulQA is 0-shot).
+(MMLU took the first 5 dev questions, as lm-eval still does; TruthfulQA is 0-shot): the benchmarks whose
+conf/benchmarks/ entry has ``facts.v1_fewshot_stream: true``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import yaml
 
 from platypus.runtime.errors import PlatypusError
 
-BENCHMARKS = ("arc_challenge", "hellaswag")  # the suite's benchmark names the v1 stream applies to
 FIELD = "v1_fewshot"
 V1_SEED = 42  # evaluator.py: rnd = random.Random(); rnd.seed(42)
 

@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping
 from lm_eval.api.model import LM
 
 import platypus.stages.evaluate.stats as stats
-from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1
+from platypus.config import BenchmarksConfig, filled
+from platypus.stages.evaluate.aggregate import AVERAGE, v1_average_tasks
 from platypus.stages.evaluate.backends import EvalModel, load_lm, model_dtype, plain_config, scores_shared_contexts
 from platypus.stages.evaluate.documents import sample_size, task_limit
 from platypus.stages.evaluate.runner import SEEDS
@@ -120,7 +121,7 @@ def plan(
     delta) and a table."""
     import lm_eval
 
-    eval_cfg, benchmarks_cfg = plain_config(eval_cfg), plain_config(benchmarks_cfg)
+    eval_cfg, benchmarks_cfg = plain_config(eval_cfg), filled(BenchmarksConfig, benchmarks_cfg, "benchmarks")
     suite = build_suite(eval_cfg, benchmarks_cfg, Path(folder), Path(cache_dir), log)
     task_manager = suite.task_manager()
     prefix = scores_shared_contexts(eval_cfg)
@@ -159,8 +160,8 @@ def plan(
     estimated = [r["est_seconds"] for r in rows if r["est_seconds"] is not None]
     per_model = sum(estimated) if estimated else None
     by_task = {r["task"]: r["detectable"] for r in rows}
-    average = (stats.detectable_average([by_task[t] for t in LEADERBOARD_V1])
-               if all(task in by_task for task in LEADERBOARD_V1) else None)
+    counted = v1_average_tasks(eval_cfg["tasks"], benchmarks_cfg["sets"])
+    average = stats.detectable_average([by_task[t] for t in counted]) if counted else None
     return {"rows": rows, "per_model_seconds": per_model, "detectable_average": average,
             "total_seconds": per_model * len(models) if per_model is not None else None,
             "table": plan_table(rows, len(models), average)}

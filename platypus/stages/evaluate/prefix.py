@@ -34,18 +34,18 @@ import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from platypus.fields import LogprobSum
 from platypus.stages.evaluate.prefix_schedule import (
     CONTEXTS_PER_PASS, PREFIX_NAME, Group, Pass, TokenCounts, count_tokens, model_input, passes, rows_per_pass,
 )
 
 DEFAULT_KV_CACHE_GB = 4.0
-LOGPROB_SUMS = ("float64", "model_dtype")
 
 
 def sum_logprobs(values: torch.Tensor, how: str) -> float:
     """A continuation's log-probability from its tokens' ones (in the softmax's dtype). ``model_dtype``: one sum in
     that dtype, rounded to it, as HFLM (``float(logits.sum())``) and the v1 harness do; ``float64``: exact sum."""
-    return float(values.sum()) if how == "model_dtype" else float(values.double().sum())
+    return float(values.sum()) if how == LogprobSum.model_dtype else float(values.double().sum())
 
 
 @register_model(PREFIX_NAME)
@@ -60,11 +60,9 @@ class PrefixLM(HFLM):
     """
 
     def __init__(self, *args, kv_cache_gb: float | str = DEFAULT_KV_CACHE_GB, answers_per_pass: int | str | None = None,
-                 logprob_sum: str = "float64", **kwargs) -> None:
+                 logprob_sum: str = LogprobSum.float64, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if logprob_sum not in LOGPROB_SUMS:
-            raise ValueError(f"logprob_sum={logprob_sum!r}: use one of {LOGPROB_SUMS}")
-        self.logprob_sum = logprob_sum
+        self.logprob_sum = LogprobSum(logprob_sum)  # lm-eval's model_args: a string, refused here if unknown
         self.kv_cache_bytes = int(float(kv_cache_gb) * 2**30)
         self.answers_per_pass = int(answers_per_pass) if answers_per_pass not in (None, "", "None") else 1 << 30
         self.counts = TokenCounts()  # what this object has scored so far

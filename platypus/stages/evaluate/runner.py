@@ -24,24 +24,23 @@ from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest
 from platypus.runtime.io import read_json, write_json_atomic
 import platypus.stages.evaluate.report as report
-from platypus.config import EvalConfig, filled
-from platypus.fields import Role
+from platypus.config import BenchmarksConfig, EvalConfig, filled
+from platypus.fields import BenchmarkSource, Role, Subset
 from platypus.stages.evaluate.files import FILES
 import platypus.stages.evaluate.stats as stats
-from platypus.stages.evaluate.aggregate import AVERAGE, LEADERBOARD_V1, leaderboard_v1, standard_errors
+from platypus.stages.evaluate.aggregate import AVERAGE, leaderboard_v1, standard_errors, v1_average_tasks
 from platypus.stages.evaluate.backends import (
     EvalModel,
     eval_backend,
     load_lm,
     model_dtype,
     model_identity,
-    plain_config,
     release,
     resolve_batch_size,
     resolve_device,
 )
 from platypus.stages.evaluate.documents import choose, task_items, task_limit
-from platypus.stages.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names
+from platypus.stages.evaluate.tasks import Suite, SuiteTask, build_suite, check_hub_names, data_definition
 
 # lm-eval's own defaults (lm_eval.defaults), pinned so a given model + settings gives fixed numbers.
 SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
@@ -80,7 +79,7 @@ def _run_task(lm, task: SuiteTask, task_manager, num_fewshot: int, documents: Ma
 def _documents(eval_cfg: Mapping[str, Any], key: str, task: SuiteTask, task_manager) -> dict[str, Any]:
     """lm-eval's document selection for a suite task (tasks are loaded only to draw a random subset)."""
     limit, subset = task_limit(eval_cfg, key), eval_cfg["subset"]
-    if limit is None or subset == "first":
+    if limit is None or subset == Subset.first:
         return choose({}, limit, subset, 0)
     return choose(task_manager.load(task.lm_eval_names)["tasks"], limit, subset, int(eval_cfg["subset_seed"]))
 
@@ -110,11 +109,11 @@ def _check_labels(models: list[EvalModel]) -> None:
 
 
 def _prepare(eval_cfg, benchmarks_cfg, out_dir: Path, cache_dir: Path, log: Callable[[str], None]) -> Evaluation:
-    eval_cfg, benchmarks_cfg = filled(EvalConfig, eval_cfg), plain_config(benchmarks_cfg)
+    eval_cfg, benchmarks_cfg = filled(EvalConfig, eval_cfg, "eval"), filled(BenchmarksConfig, benchmarks_cfg, "benchmarks")
     eval_cfg = {**eval_cfg, "device": resolve_device(eval_cfg)}  # recorded, and named in the table's header
     suite = build_suite(eval_cfg, benchmarks_cfg, Path(out_dir) / "tasks", Path(cache_dir), log)
     task_manager = suite.task_manager()
-    if suite.source == "hub":
+    if suite.source == BenchmarkSource.hub:
         check_hub_names(suite, benchmarks_cfg, task_manager)
     documents = {key: _documents(eval_cfg, key, task, task_manager) for key, task in suite.tasks.items()}
     return Evaluation(eval_cfg, benchmarks_cfg, suite, task_manager, documents, resolve_batch_size(eval_cfg),
@@ -129,7 +128,7 @@ def _task_settings(ev: Evaluation, key: str, task: SuiteTask, identity: dict[str
         "model": identity,
         "task": key,
         "lm_eval_tasks": task.lm_eval_names,
-        "benchmark": {"source": ev.suite.source, **ev.benchmarks_cfg["sets"][task.benchmark]},
+        "benchmark": {"source": ev.suite.source, **data_definition(ev.benchmarks_cfg["sets"][task.benchmark])},
         "num_fewshot": int(ev.eval_cfg["tasks"][key]["num_fewshot"]),
         "fewshot_stream": task.fewshot_stream,  # v1: the exemplars are in the documents, lm-eval runs 0-shot
         "limit": task_limit(ev.eval_cfg, key),
@@ -222,7 +221,7 @@ def _evaluate_model(ev: Evaluation, model: EvalModel) -> dict[str, Any]:
         seconds[key] = cached["seconds"]
         task_settings[key] = {k: settings[k] for k in ("num_fewshot", "fewshot_stream", "limit")}
         note = ev.benchmarks_cfg["sets"][task.benchmark].get("note")
-        if ev.suite.source == "bundled" and note:
+        if ev.suite.source == BenchmarkSource.bundled and note:
             task_settings[key]["note"] = note
     loader.release()
     settings = {
@@ -237,7 +236,8 @@ def _evaluate_model(ev: Evaluation, model: EvalModel) -> dict[str, Any]:
 def _write_reports(ev: Evaluation, all_results: dict[str, Any]) -> dict[str, Any]:
     from lm_eval.utils import handle_non_serializable
 
-    summary = summarize(ev.suite, ev.eval_cfg, all_results)
+    summary = summarize(ev.suite, ev.eval_cfg, v1_average_tasks(ev.eval_cfg["tasks"], ev.benchmarks_cfg["sets"]),
+                        all_results)
     subjects = report.subject_results(ev.suite, ev.eval_cfg, ev.benchmarks_cfg, all_results)
     table = report.markdown_table(summary, subjects, ev.eval_cfg)
     files = {name: ev.out_dir / getattr(FILES, name) for name in ("results", "summary", "subjects", "table", "chart")}
@@ -264,23 +264,24 @@ def evaluate_models(
     return _write_reports(ev, all_results)
 
 
-def summarize(suite: Suite, eval_cfg: Mapping[str, Any], all_results: Mapping[str, Any]) -> dict[str, Any]:
+def summarize(suite: Suite, eval_cfg: Mapping[str, Any], average_of: tuple[str, ...],
+              all_results: Mapping[str, Any]) -> dict[str, Any]:
     """Per model: the v1 numbers with lm-eval's standard errors, and for every model after the first its paired
-    delta against the first on each task and the average (``delta``); the merged model's against the merge target
-    too (``delta_target``), when both were evaluated."""
+    delta against the first on each task and the average over ``average_of`` (``delta``); the merged model's
+    against the merge target too (``delta_target``), when both were evaluated."""
     summary, per_model = {}, {}
     for label, res in all_results.items():
         results = {key: res["tasks"][key]["results"] for key in suite.tasks}
-        summary[label] = leaderboard_v1(results, eval_cfg["tasks"])
+        summary[label] = leaderboard_v1(results, eval_cfg["tasks"], average_of)
         for key, error in standard_errors(results, eval_cfg["tasks"]).items():
             summary[label][key]["stderr"] = error
         per_model[label] = task_items(res["items"], eval_cfg["tasks"])
     reference, *others = list(all_results)
     for label in others:
-        deltas = stats.compare(per_model[reference], per_model[label], average_of=LEADERBOARD_V1, average_key=AVERAGE)
+        deltas = stats.compare(per_model[reference], per_model[label], average_of=average_of, average_key=AVERAGE)
         summary[label][report.DELTA] = {"reference": reference, **{k: d.as_dict() for k, d in deltas.items()}}
     if Role.target in others and Role.merged in others:  # the paper's comparison: the merged model against what it was folded into
-        deltas = stats.compare(per_model[Role.target.value], per_model[Role.merged.value], average_of=LEADERBOARD_V1,
+        deltas = stats.compare(per_model[Role.target.value], per_model[Role.merged.value], average_of=average_of,
                                average_key=AVERAGE)
         summary[Role.merged.value][report.DELTA_TARGET] = {"reference": Role.target.value, **{k: d.as_dict() for k, d in deltas.items()}}
     return summary

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from platypus.fields import BenchmarkSource, FewshotStream
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import digest, file_sha256
 from platypus.runtime.io import staged_folder
@@ -26,7 +27,6 @@ from platypus.stages.evaluate import fewshot_v1
 
 SUBJECT = "{subject}"
 SUBJECT_FIELD = "subject"
-SOURCES = ("bundled", "hub")
 
 
 def lm_eval_tasks_dir() -> Path:
@@ -48,7 +48,7 @@ class SuiteTask:
 
     def lm_eval_fewshot(self, num_fewshot: int) -> int:
         """The few-shot count lm-eval is given: 0 where the v1 blocks are already in the documents."""
-        return 0 if self.fewshot_stream == "v1" else num_fewshot
+        return 0 if self.fewshot_stream == FewshotStream.v1 else num_fewshot
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Suite:
 
         if self.include_path is None:
             return TaskManager()
-        return TaskManager(include_path=str(self.include_path), include_defaults=self.source == "hub")
+        return TaskManager(include_path=str(self.include_path), include_defaults=self.source == BenchmarkSource.hub)
 
 
 # --------------------------------------------------------------------------- official YAMLs
@@ -134,6 +134,11 @@ def resolve_benchmark(task_key: str, task_cfg: Mapping[str, Any], benchmarks_cfg
     return name, sets[name]
 
 
+def data_definition(bench: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``benchmarks.sets`` entry without its facts: what an evaluation result is computed from."""
+    return {key: value for key, value in bench.items() if key != "facts"}
+
+
 def build_suite(
     eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any], folder: Path, cache_dir: Path,
     log: Callable[[str], None] = print,
@@ -141,8 +146,6 @@ def build_suite(
     """Resolve every ``eval.tasks`` entry; for bundled data, write the task YAMLs into ``folder``; with
     ``eval.fewshot_stream=v1``, rewrite ARC's and HellaSwag's to carry v1's exemplars."""
     source = benchmarks_cfg["source"]
-    if source not in SOURCES:
-        raise PlatypusError(f"benchmarks.source={source!r}: use one of {', '.join(SOURCES)}.")
     if not eval_cfg["tasks"]:
         raise PlatypusError(f"eval.tasks of suite '{eval_cfg.get('name')}' is empty: nothing to evaluate.")
     tasks: dict[str, SuiteTask] = {}
@@ -158,24 +161,26 @@ def build_suite(
             _official_yaml(name, bench)
             subjects, names = {}, [bench["task"]]
         tasks[key] = SuiteTask(key=key, benchmark=name, lm_eval_names=names, subjects=subjects)
-        if source == "bundled":
+        if source == BenchmarkSource.bundled:
             definitions.update(_bundled_definitions(name, bench, cache_dir))
-    suite = Suite(source=source, tasks=tasks, include_path=None if source == "hub" else folder)
-    if source == "bundled":
+    suite = Suite(source=source, tasks=tasks, include_path=None if source == BenchmarkSource.hub else folder)
+    if source == BenchmarkSource.bundled:
         folder.mkdir(parents=True, exist_ok=True)
         for task_name, definition in definitions.items():
             (folder / f"{task_name}.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
-    if eval_cfg.get("fewshot_stream", "lm_eval") == "v1":
+    if eval_cfg.get("fewshot_stream", FewshotStream.lm_eval) == FewshotStream.v1:
         suite = _replay_v1(suite, eval_cfg, benchmarks_cfg, definitions, folder, log)
     return suite
 
 
 def _replay_v1(suite: Suite, eval_cfg: Mapping[str, Any], benchmarks_cfg: Mapping[str, Any],
                definitions: Mapping[str, dict], folder: Path, log: Callable[[str], None]) -> Suite:
-    """The suite with ARC's and HellaSwag's tasks replaying v1's exemplars (a task whose pool, its train split,
-    is not available is said so in one line and keeps lm-eval's sampler)."""
+    """The suite with the tasks of the benchmarks marked ``facts.v1_fewshot_stream`` (ARC, HellaSwag) replaying v1's
+    exemplars (a task whose pool, its train split, is not available is said so in one line and keeps lm-eval's
+    sampler)."""
     chosen = {key: task for key, task in suite.tasks.items()
-              if task.benchmark in fewshot_v1.BENCHMARKS and int(eval_cfg["tasks"][key]["num_fewshot"]) > 0}
+              if benchmarks_cfg["sets"][task.benchmark]["facts"]["v1_fewshot_stream"]
+              and int(eval_cfg["tasks"][key]["num_fewshot"]) > 0}
     if not chosen:
         return suite
     loaded = suite.task_manager().load([task.lm_eval_names[0] for task in chosen.values()])["tasks"]

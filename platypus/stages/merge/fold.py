@@ -14,6 +14,7 @@ from typing import Iterable
 
 from omegaconf import DictConfig
 
+from platypus.fields import MergeEngine
 from platypus.runtime import models
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.identity import file_sha256, identity
@@ -79,7 +80,7 @@ def check_adapters_fit(cfg: DictConfig, target_path: str, adapters: list[Path], 
         compared += [f"{adapter}: {line}" for line in checked]
     configs = [adapter_config(a) for a in adapters]
     dora = [str(a) for a, c in zip(adapters, configs) if c.get("use_dora")]
-    if dora and cfg.engine == "stream":
+    if dora and cfg.engine == MergeEngine.stream:
         raise PlatypusError(f"merge.engine=stream folds LoRA deltas s·B·A; {dora} are DoRA adapters, whose fold needs each "
                             f"whole weight's norm. Use merge.engine=peft for them.")
     layers = skeleton(target_path, cfg.fold_dtype, trust)
@@ -104,7 +105,7 @@ def merge(cfg: DictConfig, model_cfg: DictConfig, base_path: str, adapters: Path
 
     folder = out_dir / "model"
     folder.mkdir(parents=True, exist_ok=True)
-    engine = fold_streaming if cfg.engine == "stream" else fold_in_memory
+    engine = fold_streaming if cfg.engine == MergeEngine.stream else fold_in_memory
     facts = engine(target_path, adapters, recipe, weights, cfg, seed, trust, folder)
     warnings += facts.pop("recipe_warnings")
     card = {

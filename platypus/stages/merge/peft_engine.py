@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from platypus.fields import Dtype
 from platypus.runtime import models
 from platypus.stages.merge.check import logits
 
@@ -37,6 +38,6 @@ def fold_in_memory(target_path: str, adapters, recipe, weights, cfg, seed: int, 
     reference = logits(peft_model, tokenizer)
     merged = peft_model.merge_and_unload(adapter_names=[active])
     gap = float((reference - logits(merged, tokenizer)).abs().max())
-    merged.to(models.torch_dtype(cfg.dtype, "merge.dtype")).save_pretrained(folder, safe_serialization=True)
+    merged.to(Dtype(cfg.dtype).torch()).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return {"check": "logits", "check_max_abs_error": gap, "recipe_warnings": warnings}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from platypus.fields import Role
+from platypus.fields import MergeEngine, Role
 from platypus.planning import BYTES, GIB, PROCESS_GIB, ModelFacts, StagePlan, on_hub
 
 
@@ -32,7 +32,7 @@ def merge_memory_gib(m: DictConfig, model: ModelFacts) -> float:
     model twice) where it fits merge.check_memory_gb, else one output shard plus the largest tensor read (16-bit),
     copied and its delta computed in fold_dtype and cast to dtype, plus the process itself (torch, the skeleton)."""
     fold, out, n, arch = BYTES[m.fold_dtype], BYTES[m.dtype], model.parameters, model.arch
-    if m.engine == "peft":
+    if m.engine == MergeEngine.peft:
         return n * fold / GIB + 2 * n * out / GIB / 8
     if 2 * n * fold <= m.check_memory_gb * GIB:
         return 2 * n * fold / GIB + PROCESS_GIB

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from platypus.fields import Dtype
 from platypus.runtime import models
 from platypus.runtime.errors import PlatypusError
 
@@ -35,7 +36,7 @@ def skeleton(target_path: str, fold_dtype: str, trust_remote_code: bool) -> torc
     config = target_config(target_path, trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    dtype = models.torch_dtype(fold_dtype, "merge.fold_dtype")
+    dtype = Dtype(fold_dtype).torch()
     for module in model.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
             shape = tuple(module.weight.shape)
@@ -48,7 +49,7 @@ def write_model_files(target_path: str, folder: Path, dtype: str, trust_remote_c
     from transformers import GenerationConfig
 
     config = target_config(target_path, trust_remote_code)
-    config.dtype = models.torch_dtype(dtype, "merge.dtype")
+    config.dtype = Dtype(dtype).torch()
     config.save_pretrained(folder)
     try:
         GenerationConfig.from_pretrained(target_path).save_pretrained(folder)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from platypus.fields import Dtype
 from platypus.runtime import models
 from platypus.stages.merge import check, peft_engine
 from platypus.stages.merge.shards import ShardWriter, TargetWeights, plan_shards
@@ -52,7 +53,7 @@ def fold_streaming(target_path: str, adapters, recipe, weights, cfg, seed: int, 
     model = skeleton(target_path, cfg.fold_dtype, trust_remote_code)
     peft_model, active, warnings = peft_engine.with_adapters(model, adapters, recipe, weights, cfg, seed)
     layers = lora_layers(peft_model, active)
-    fold, out = models.torch_dtype(cfg.fold_dtype, "merge.fold_dtype"), models.torch_dtype(cfg.dtype, "merge.dtype")
+    fold, out = Dtype(cfg.fold_dtype).torch(), Dtype(cfg.dtype).torch()
     target = TargetWeights(target_path)
     headers = target.headers()
     sizes = {n: math.prod(headers[n][1]) * (out.itemsize if headers[n][0].is_floating_point else headers[n][0].itemsize)

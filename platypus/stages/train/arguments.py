@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from platypus.fields import Dtype
+
 
 def sft_arguments(cfg: DictConfig, precision: str, accumulation: int, cuda: bool, out_dir: Path, seed: int,
                   report_to: list[str]):
@@ -30,8 +32,8 @@ def sft_arguments(cfg: DictConfig, precision: str, accumulation: int, cuda: bool
         completion_only_loss=not cfg.train_on_inputs,
         activation_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing=False,  # deprecated name (TRL defaults it to True); set through the new one
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        bf16=precision == Dtype.bfloat16,
+        fp16=precision == Dtype.float16,
         use_cpu=not cuda,
         logging_steps=cfg.logging_steps,
         save_strategy="steps",

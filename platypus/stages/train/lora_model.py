@@ -8,12 +8,10 @@ from omegaconf import DictConfig
 
 from platypus.runtime import models
 
-COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # train precision -> 4-bit compute dtype
-
 
 def load_base_for_training(base_path: str, model_cfg: DictConfig, precision: str, model_parallel: bool):
     model = models.load_model(base_path, model_cfg.dtype, model_cfg.quantization, model_cfg.trust_remote_code,
-                              compute_dtype=COMPUTE_DTYPES[precision], model_parallel=model_parallel)
+                              compute_dtype=precision, model_parallel=model_parallel)
     if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
         from peft import prepare_model_for_kbit_training
 

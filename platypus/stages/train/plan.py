@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from platypus.fields import Role
+from platypus.fields import Dtype, Quantization, Role
 from platypus.planning import (A100, CALIBRATED, GIB, OVERHEAD_GIB, PLANNED_GPUS, ModelFacts, StagePlan,
                                lora_parameters, training_tokens)
 
@@ -32,7 +32,7 @@ def plan_training(cfg: DictConfig, model: ModelFacts) -> StagePlan:
     activations = layers * longest * 2 * h + per_layer if t.gradient_checkpointing else layers * per_layer
     gib = (n * model.weight_bytes + 16 * trainable + activations + longest * arch["vocab_size"] * 4) / GIB + OVERHEAD_GIB
     factor = 6 if t.gradient_checkpointing else 4  # forward + input gradients (+ recomputed forward); no weight gradients
-    mfu, mfu_basis = MFU[cfg.model.quantization != "none"]
+    mfu, mfu_basis = MFU[cfg.model.quantization != Quantization.none]
     details = {"rows": rows, "mean_tokens": mean_tokens, "tokens": tokens, "source": source, "trainable": trainable}
     made = (f"{t.max_steps} steps x {t.global_batch_size} x {t.cutoff_len if t.packing else round(mean_tokens)}"
             if t.max_steps > 0 else f"{t.num_epochs:g} epoch x {rows:,} rows x {mean_tokens:.0f}")
@@ -58,7 +58,7 @@ def per_gpu(arch: dict[str, Any], cfg: DictConfig, rest_gib: float) -> dict[str,
 
     from platypus.runtime.models import spread_over_gpus
 
-    dtype = torch.int8 if cfg.model.quantization != "none" else getattr(torch, cfg.model.dtype)  # 4bit: an upper bound
+    dtype = torch.int8 if cfg.model.quantization != Quantization.none else Dtype(cfg.model.dtype).torch()  # 4bit: an upper bound
     placed = spread_over_gpus(arch, PLANNED_GPUS, A100["memory_gib"], dtype)["gib_per_gpu"]
     total = sum(placed.values())
     return {"gpus": PLANNED_GPUS, "weights_gib": placed,

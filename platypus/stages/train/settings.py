@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from platypus.config import LoraConfig, TrainConfig
-from platypus.fields import validate
+from platypus.fields import Dtype, Precision, choice_message, validate
 from platypus.runtime import hardware
 from platypus.runtime.errors import PlatypusError
 from platypus.runtime.run import world_size
@@ -24,6 +24,15 @@ def gradient_accumulation(global_batch: int, micro_batch: int, world_size: int) 
     return global_batch // per_step
 
 
+def check_scheduler(name: str) -> None:
+    """train.lr_scheduler is one of transformers' schedulers (its SchedulerType: importing it imports torch, so it
+    is checked here rather than typed in the schema)."""
+    from transformers.trainer_utils import SchedulerType
+
+    if name not in [member.value for member in SchedulerType]:
+        raise PlatypusError(choice_message("train.lr_scheduler", name, SchedulerType, "cosine"))
+
+
 def check_settings(cfg: DictConfig, lora: DictConfig) -> None:
     """What the schema's ranges cannot say about ``train.*`` / ``lora.*``: at the start of the run and before
     training (the schema's own checks included, so a trainer built from Python is checked too)."""
@@ -31,6 +40,7 @@ def check_settings(cfg: DictConfig, lora: DictConfig) -> None:
     validate(lora, LoraConfig, "lora.")
     resolve_precision(cfg.precision, torch.cuda.is_available())
     check_processes(cfg)
+    check_scheduler(cfg.lr_scheduler)
     if cfg.template != "chat":
         load_template(cfg.template)
     if cfg.max_steps == -1 and not cfg.num_epochs > 0:
@@ -65,10 +75,10 @@ def check_processes(cfg: DictConfig) -> None:
         )
 
 
-def resolve_precision(asked: str, cuda: bool) -> str:
-    """``auto``: bf16 on CUDA GPUs that have it (fp16 on older ones); on CPU bf16 autocast where the CPU
-    computes bf16 natively, else fp32. Autocast: the LoRA weights stay fp32, except under QLoRA with bf16 and
-    DeepSpeed ZeRO-3 (then bf16: docs/gpu.md)."""
-    if asked == "fp16" and not cuda:
-        raise PlatypusError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (autocast) or fp32.")
-    return asked if asked != "auto" else hardware.fast_precision(cuda)
+def resolve_precision(asked: str, cuda: bool) -> Dtype:
+    """``auto``: bfloat16 on CUDA GPUs that have it (float16 on older ones); on CPU bfloat16 autocast where the CPU
+    computes bf16 natively, else float32. Autocast: the LoRA weights stay float32, except under QLoRA with bfloat16
+    and DeepSpeed ZeRO-3 (then bfloat16: docs/gpu.md)."""
+    if asked == Dtype.float16 and not cuda:
+        raise PlatypusError("train.precision=float16 needs a CUDA GPU; on CPU use bfloat16 (autocast) or float32.")
+    return Dtype(asked) if asked != Precision.auto else hardware.fast_precision(cuda)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from platypus.fields import Dtype, Quantization, Resume
 from platypus.runtime import models
 from platypus.runtime.run import world_size
 from platypus.stages.base import Artifact
@@ -63,7 +64,7 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.callback_handler.callbacks.insert(0, TokensPerSecond())
-    if model_cfg.quantization != "none" and precision == "fp16":
+    if model_cfg.quantization != Quantization.none and precision == Dtype.float16:
         keep_trainable_fp32(trainer.model)
     return trainer
 
@@ -92,7 +93,7 @@ def train(
         log.info(f"[platypus] trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
 
     checkpoints = Path(trainer.args.output_dir)
-    resume = last_checkpoint(checkpoints) if cfg.resume == "auto" else None
+    resume = last_checkpoint(checkpoints) if cfg.resume == Resume.auto else None
     if resume and main:
         log.info(f"[platypus] resuming from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)

@@ -10,8 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from platypus.fields import DECONTAMINATION_POLICIES, NOT_KNOWN, SEARCHES, SIMILARITY, choice, positive, ranged, \
-    unit_interval
+from platypus.fields import SIMILARITY, DecontaminationPolicy, Search, positive, ranged, unit_interval
 from platypus.stages.curate.audit import Removal
 from platypus.stages.curate.decontaminate import decontaminate, ngram_contamination
 from platypus.stages.curate.search import describe, use_approximate
@@ -24,8 +23,8 @@ class Decontaminate(Step):
     metric = "removed_contamination"
     needs_questions = True
     threshold: float = ranged(0.8, unit_interval, SIMILARITY)
-    policy: str = choice("all", DECONTAMINATION_POLICIES, NOT_KNOWN)  # nearest_only: the paper's notebook
-    search: str = choice("auto", SEARCHES, NOT_KNOWN)  # as curate.steps.dedup.search (index over the rows)
+    policy: DecontaminationPolicy = DecontaminationPolicy.all  # nearest_only: the paper's notebook
+    search: Search = Search.auto  # as curate.steps.dedup.search (index over the rows)
     # e.g. 13: independent n-gram overlap detector
     ngram: Optional[int] = ranged(None, positive, "{key}={value} must be a positive integer or null.")
 

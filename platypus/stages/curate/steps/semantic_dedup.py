@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from platypus.fields import DEDUP_KEEP, DEDUP_SCREENS, NOT_KNOWN, SEARCHES, SIMILARITY, choice, positive, ranged, \
-    unit_interval
+from platypus.fields import SIMILARITY, DedupKeep, DedupScreen, Search, positive, ranged, unit_interval
 from platypus.stages.curate.approximate import approximate_dedup
 from platypus.stages.curate.audit import Removal
 from platypus.stages.curate.search import use_approximate
@@ -21,14 +20,14 @@ class SemanticDedup(Step):
     label = "semantic_dedup"
     metric = "removed_semantic"
     threshold: float = ranged(0.8, unit_interval, SIMILARITY)
-    keep: str = choice("first", DEDUP_KEEP, NOT_KNOWN)  # first (the paper) | longest output wins
+    keep: DedupKeep = DedupKeep.first  # first (the paper) | longest output wins
     block_size: int = ranged(2048, positive)
-    # bf16 screening pass + exact fp32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
-    # AMX. auto = on for >= 50,000 rows on such CPUs | off | bf16.
-    screen: str = choice("auto", DEDUP_SCREENS, NOT_KNOWN)
+    # bfloat16 screening pass + exact float32 re-check of close rows: same kept set, ~2-3x faster on CPUs with
+    # AMX. auto = on for >= 50,000 rows on such CPUs | off | bfloat16.
+    screen: DedupScreen = DedupScreen.auto
     # exact: the blocked greedy pass (cost ~ rows x kept) | approximate: faiss index, candidates re-scored
     # exactly (platypus/stages/curate/search.py) | auto: exact up to curate.search.exact_up_to rows
-    search: str = choice("auto", SEARCHES, NOT_KNOWN)
+    search: Search = Search.auto
     # approximate only: also run the exact pass on the first N rows and report the recall of the dropped set
     recall_sample: int = ranged(0, lambda v: v >= 0, "{key}={value} must be >= 0 (0: no sample).")
 

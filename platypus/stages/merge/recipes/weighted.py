@@ -23,18 +23,19 @@ from typing import List, Optional
 
 import torch
 
+from platypus.fields import choices
 from platypus.runtime.errors import PlatypusError
 from platypus.stages.merge.compat import adapter_config, adapter_rank
 from platypus.stages.merge.recipes import Recipe
 
 # PEFT's LoraModel.add_weighted_adapter combination types (peft 0.21).
-COMBINATIONS = ("linear", "cat", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
-                "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+Combination = choices("Combination", "linear", "cat", "svd", "ties", "ties_svd", "dare_linear", "dare_ties",
+                      "dare_linear_svd", "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd", module=__name__)
 EQUAL_RANK = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 USES_DENSITY = ("ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd", "dare_ties_svd",
                 "magnitude_prune", "magnitude_prune_svd")
 USES_SIGN = ("ties", "ties_svd", "dare_ties", "dare_ties_svd")
-SIGN_METHODS = ("total", "frequency")
+SignMethod = choices("SignMethod", "total", "frequency", module=__name__)  # PEFT's majority_sign_method
 COMBINED = "weighted"  # the name of the combined adapter
 
 
@@ -43,16 +44,13 @@ class Weighted(Recipe):
     name = "weighted"
     several = True
     weights: List[float] = field(default_factory=list)  # one per adapter, in the order of merge.adapters (>= 0); empty: 1.0 each
-    combination: str = "cat"  # a PEFT add_weighted_adapter combination_type (COMBINATIONS)
+    combination: Combination = Combination.cat  # a PEFT add_weighted_adapter combination_type
     density: Optional[float] = None  # (0, 1]: the fraction kept by ties/dare/magnitude_prune (required there)
-    majority_sign_method: str = "total"  # total | frequency (ties, dare_ties and their svd variants)
+    majority_sign_method: SignMethod = SignMethod.total  # ties, dare_ties and their svd variants
     svd_rank: Optional[int] = None  # *svd combinations: rank of the result (default: the largest input rank)
     svd_clamp: Optional[float] = None  # *svd combinations: quantile clamp of the factors (default: none)
 
     def __post_init__(self) -> None:
-        if self.combination not in COMBINATIONS:
-            raise ValueError(f"combination={self.combination!r} is not one of PEFT's add_weighted_adapter combination "
-                             f"types: {list(COMBINATIONS)}.")
         for i, w in enumerate(self.weights):
             if not math.isfinite(w) or w < 0:
                 raise ValueError(f"weights[{i}]={w}: weights must be finite and >= 0 (negative weights, i.e. "
@@ -65,9 +63,6 @@ class Weighted(Recipe):
         if self.combination not in USES_DENSITY and self.density is not None:
             raise ValueError(f"density={self.density} does not apply to combination={self.combination}; it is used "
                              f"by {list(USES_DENSITY)}. Remove it (merge.recipe.density=null).")
-        if self.majority_sign_method not in SIGN_METHODS:
-            raise ValueError(f"majority_sign_method={self.majority_sign_method!r}: use one of {list(SIGN_METHODS)} "
-                             f"(used by {list(USES_SIGN)}).")
         if self.svd_rank is not None and (not self.combination.endswith("svd") or self.svd_rank < 1):
             raise ValueError(f"svd_rank={self.svd_rank}: a positive rank, used by the *svd combinations only "
                              f"(combination is {self.combination}).")
@@ -102,14 +97,14 @@ class Weighted(Recipe):
         return list(self.weights) or [1.0] * len(adapters)
 
     def combine(self, peft_model, names, weights, seed) -> tuple[str, list[str]]:
-        return add_weighted(peft_model, names, weights, seed, combination_type=self.combination,
+        return add_weighted(peft_model, names, weights, seed, combination_type=str(self.combination),
                             svd_rank=self.svd_rank, svd_clamp=self.svd_clamp, density=self.density,
-                            majority_sign_method=self.majority_sign_method)
+                            majority_sign_method=str(self.majority_sign_method))
 
     def describe(self, weights, seed) -> dict:
-        return {"how": "PEFT add_weighted_adapter", "combination": self.combination, "weights": weights,
+        return {"how": "PEFT add_weighted_adapter", "combination": str(self.combination), "weights": weights,
                 "density": self.density,
-                "majority_sign_method": self.majority_sign_method if self.combination in USES_SIGN else None,
+                "majority_sign_method": str(self.majority_sign_method) if self.combination in USES_SIGN else None,
                 "svd_rank": self.svd_rank, "svd_clamp": self.svd_clamp, "seed": seed}
 
 
