@@ -22,12 +22,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	$(OFFLINE) $(PY) run.py $(ARGS)
 
-# Test files run in parallel, one per core (at most 4: each may hold a model in memory).
+# Tests run in parallel, one worker per core (at most 4: each may hold a model in memory); make test hands out
+# whole files, so a module's expensive fixture (a pipeline run, a real model) is made once.
 test: install
 	$(OFFLINE) $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile $(ARGS)
 
 test-fast: install
-	$(OFFLINE) $(PY) -m pytest -q -m "not slow and not e2e" $(ARGS)
+	$(OFFLINE) $(PY) -m pytest -q -n auto --maxprocesses 4 --dist load -m "not slow and not e2e" $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -88,6 +88,7 @@ def test_arc_contexts_are_v1s(tmp_path, cache_dir):
     _compare(cfg, tmp_path, cache_dir, "arc_challenge", test_docs, train_docs, 25)
 
 
+@pytest.mark.slow  # renders 10,042 documents' contexts on both sides (~13 s)
 def test_hellaswag_contexts_are_v1s(tmp_path, cache_dir):
     """HellaSwag's v1 pool is its train split, not bundled: the validation file stands in for it as the pool
     on both sides (what is checked is the draw and the rendering, not the pool's content)."""
