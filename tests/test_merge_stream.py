@@ -238,3 +238,18 @@ def test_streamed_merge_equals_peft_on_smollm2(smollm2_dir, tmp_path_factory, tm
     found = assert_equal_outputs(tmp_path, smollm2_dir)
     print(f"SmolLM2 {recipe} {settings.get('combination', '')}: {found}")
     assert found["bit_identical"] or found["max_abs_diff"] <= 1e-6
+
+
+def test_dora_adapter_is_refused_by_the_stream_engine(setup, tmp_path):
+    """A DoRA fold rescales each column by the magnitude over the merged weight's norm: not a per-tensor s·B·A."""
+    import shutil
+
+    dora = tmp_path / "dora"
+    shutil.copytree(setup["adapters"][0], dora)
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    cfg = merge_cfg(recipe="into_base", engine="stream")
+    with pytest.raises(PlatypusError) as refused:
+        merge(cfg, MODEL, str(setup["base"]), [dora], tmp_path / "out", str(tmp_path), seed=3)
+    assert str(dora) in str(refused.value) and "merge.engine=peft" in str(refused.value)
+    assert not (tmp_path / "out").exists()
